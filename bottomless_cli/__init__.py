@@ -1,0 +1,1 @@
+"""bottomless-cli: a thin Click layer over bottomless_core."""

@@ -1,0 +1,69 @@
+"""bottomless-cli ls: the generations of a database, newest first."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import click
+
+from bottomless_core import layout
+from bottomless_core.catalog import describe_generation, list_generations
+from bottomless_core.dates import parse_utc_time
+from bottomless_core.errors import ConfigError
+from bottomless_core.layout import parse_generation
+
+from ..context import App, pass_app
+from ..render import generation_facts, generations_table
+
+
+@click.command()
+@click.option("-v", "--verbose", is_flag=True, help="Details of each generation.")
+@click.option("-l", "--limit", type=click.IntRange(1), help="Show at most N generations.")
+@click.option("-g", "--generation", help="Show only this generation.")
+@click.option("--older-than", help="Only generations created before this date.")
+@click.option("--newer-than", help="Only generations created after this date.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_app
+def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
+       older_than: str | None, newer_than: str | None, as_json: bool) -> None:
+    """List the database's generations, newest first.
+
+    Plain: one generation id a line. -v: creation time, change counter, consistent WAL frame,
+    page size, WAL frame checksum, WAL batches, snapshot size and time, parent.
+
+    \b
+    Examples:
+      bottomless-cli --db-name app.db ls
+      bottomless-cli -d app.db ls -v -l 5
+      bottomless-cli -d app.db ls --json --newer-than 2024-05-01
+    """
+    before = parse_utc_time(older_than) if older_than else None
+    after = parse_utc_time(newer_than) if newer_than else None
+    storage = app.storage
+    storage.check_bucket()
+    if generation:
+        try:
+            gens = iter([parse_generation(generation)])
+        except ValueError:
+            raise ConfigError(f"not a generation id: {generation!r}") from None
+    else:
+        gens = list_generations(storage, app.db_name)
+    selected = (g for g in gens
+                if (before is None or layout.generation_time(g) < before)
+                and (after is None or layout.generation_time(g) > after))
+    chosen = list(itertools.islice(selected, limit))
+    if verbose or generation:
+        details = [describe_generation(storage, app.db_name, g) for g in chosen]
+        if as_json:
+            click.echo(json.dumps([generation_facts(d) for d in details], indent=2))
+        else:
+            generations_table(app.console, details)
+        return
+    if as_json:
+        click.echo(json.dumps([{"generation": str(g),
+                                "created_at": layout.generation_time(g).isoformat()}
+                               for g in chosen], indent=2))
+    else:
+        for g in chosen:
+            click.echo(str(g))

@@ -1,0 +1,84 @@
+"""bottomless-cli restore: rebuild the database from the bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bottomless_core.dates import parse_utc_time
+from bottomless_core.errors import ConfigError
+from bottomless_core.layout import parse_generation
+from bottomless_core.restore import RestoreResult
+from bottomless_core.restore import restore as restore_database
+
+from ..context import App, pass_app
+from ..progress import progress_for
+
+
+def generation_option(f):
+    return click.option("-g", "--generation", help="Generation id (default: the newest).")(f)
+
+
+def utc_time_option(f):
+    return click.option("-u", "--utc-time",
+                        help="Restore the newest state committed at or before this UTC time "
+                             "(e.g. 2024-05-01T08:00:00).")(f)
+
+
+def run_restore(app: App, target: Path, generation: str | None, utc_time: str | None,
+                force: bool, verify_only: bool) -> RestoreResult:
+    gen = None
+    if generation:
+        try:
+            gen = parse_generation(generation)
+        except ValueError:
+            raise ConfigError(f"not a generation id: {generation!r}") from None
+    when = parse_utc_time(utc_time) if utc_time else None
+    if gen is not None and when is not None:
+        raise ConfigError("give either --generation or --utc-time, not both")
+    with progress_for(app.err, app.interactive) as progress:
+        return restore_database(app.storage, app.db_name, target, generation=gen,
+                                utc_time=when, force=force, verify_only=verify_only,
+                                progress=progress)
+
+
+def describe(result: RestoreResult) -> str:
+    chain = ""
+    if len(result.chain) > 1:
+        chain = f" (snapshot from {result.chain[0]}, {len(result.chain)} generations)"
+    return (f"generation {result.generation}{chain}: {result.pages} pages of "
+            f"{result.page_size} bytes, {result.frames_applied} frames from "
+            f"{result.batches_applied} batches, change counter {result.change_counter}, "
+            f"integrity {result.integrity}")
+
+
+@click.command()
+@generation_option
+@utc_time_option
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Restore to this path instead of -d.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing non-empty database.")
+@click.option("--verify", "verify_only", is_flag=True,
+              help="Restore into a temporary file, check it and delete it.")
+@pass_app
+def restore(app: App, generation: str | None, utc_time: str | None, output: Path | None,
+            force: bool, verify_only: bool) -> None:
+    """Restore the database from the bucket (the newest generation by default).
+
+    The database is rebuilt in a temporary file beside the target, checked with
+    PRAGMA integrity_check and then renamed over the target; a failed restore leaves the target
+    untouched.
+
+    \b
+    Examples:
+      bottomless-cli -d app.db restore
+      bottomless-cli -d app.db restore -g 0190b2c4-...-... -o copy.db
+      bottomless-cli -d app.db restore --utc-time 2024-05-01T08:00:00
+    """
+    target = output or app.require_database()
+    result = run_restore(app, target, generation, utc_time, force, verify_only)
+    if verify_only:
+        click.echo(f"verified {describe(result)}")
+    else:
+        click.echo(f"restored {target} from {describe(result)}")

@@ -1,0 +1,52 @@
+"""What every command gets from the global options: storage, database path and name."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bottomless_core.errors import ConfigError
+from bottomless_core.storage import Storage, StorageConfig
+
+
+@dataclass
+class App:
+    endpoint: str | None
+    bucket: str
+    database: Path | None
+    db_name_option: str | None
+    debug: bool = False
+    console: Console = field(default_factory=Console)
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+    _storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = Storage(StorageConfig.from_env(self.endpoint, self.bucket))
+        return self._storage
+
+    @property
+    def db_name(self) -> str:
+        """The database's name in the bucket: --db-name, else the file name of -d."""
+        if self.db_name_option:
+            return self.db_name_option
+        if self.database is not None:
+            return self.database.name
+        raise ConfigError("give the database with -d/--database (or its name with --db-name)")
+
+    def require_database(self) -> Path:
+        if self.database is None:
+            raise ConfigError("this command needs the local database path: -d/--database")
+        return self.database
+
+    @property
+    def interactive(self) -> bool:
+        return self.console.is_terminal and sys.stdout.isatty()
+
+
+pass_app = click.make_pass_decorator(App)

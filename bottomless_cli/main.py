@@ -1,0 +1,85 @@
+"""The bottomless-cli group: global options and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from bottomless_core import __version__
+from bottomless_core.errors import BottomlessError
+from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
+
+from .commands import ls, replicate, restore, rm, verify
+from .context import App
+
+
+class _Group(click.Group):
+    """Turns every library error into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BottomlessError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback with --debug
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc}", 1)
+        return None
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    app = ctx.find_object(App)
+    if app is not None and app.debug:
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-e", "--endpoint", envvar="LIBSQL_BOTTOMLESS_ENDPOINT", default=DEFAULT_ENDPOINT,
+              show_default=True, show_envvar=True, help="S3 endpoint URL.")
+@click.option("-b", "--bucket", envvar="LIBSQL_BOTTOMLESS_BUCKET", default=DEFAULT_BUCKET,
+              show_default=True, show_envvar=True, help="Bucket holding the backups.")
+@click.option("-d", "--database", type=click.Path(path_type=Path, dir_okay=False),
+              help="Path of the local SQLite database.")
+@click.option("--db-name", envvar="LIBSQL_BOTTOMLESS_DATABASE_ID", show_envvar=True,
+              help="The database's name in the bucket (default: the file name of -d).")
+@click.option("-n", "--namespace", help="sqld namespace: same as --db-name ns-NAMESPACE.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, prog_name="bottomless-cli")
+@click.pass_context
+def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
+        db_name: str | None, namespace: str | None, debug: bool) -> None:
+    """Back up SQLite databases to S3-compatible storage, in libSQL's bottomless layout.
+
+    Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profiles, ...) or from
+    LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY / _DEFAULT_REGION.
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug:
+        for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if namespace and not db_name:
+        db_name = f"ns-{namespace}"
+    ctx.obj = App(endpoint=endpoint or None, bucket=bucket, database=database,
+                  db_name_option=db_name, debug=debug)
+
+
+for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="bottomless-cli")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

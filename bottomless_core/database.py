@@ -1,0 +1,216 @@
+"""The local database: checks, the read transaction that pins the WAL, and WAL capture."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .codec import CHUNK, Codec, Encoder
+from .dbheader import DB_HEADER_SIZE, DbHeader, NotSQLiteError, parse_db_header
+from .errors import LocalDatabaseError
+from .wal import (
+    WAL_HEADER_SIZE,
+    Checksum,
+    FrameChain,
+    WalFormatError,
+    WalHeader,
+    parse_wal_header,
+)
+
+BUSY_TIMEOUT_MS = 5000  # how long our read transaction waits for a writer's lock (Litestream: 1s)
+WAL_READ_FRAMES = 256  # frames read per WAL read() call
+SPOOL_MEMORY = 32 << 20  # captured frames stay in memory up to this, then spill to a temp file
+
+
+def wal_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + "-wal")
+
+
+def read_db_header(db_path: Path) -> DbHeader:
+    """Check that ``db_path`` is an SQLite database in WAL mode and return its header."""
+    try:
+        with open(db_path, "rb") as f:
+            head = f.read(DB_HEADER_SIZE)
+    except FileNotFoundError:
+        raise LocalDatabaseError(f"{db_path}: no such database file") from None
+    except IsADirectoryError:
+        raise LocalDatabaseError(f"{db_path}: is a directory, not a database") from None
+    except OSError as exc:
+        raise LocalDatabaseError(f"{db_path}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise LocalDatabaseError(f"{db_path}: database file is empty")
+    try:
+        header = parse_db_header(head)
+    except NotSQLiteError:
+        raise LocalDatabaseError(f"{db_path}: not an SQLite database") from None
+    if not header.wal_mode:
+        raise LocalDatabaseError(
+            f"{db_path}: database is not in WAL mode (rollback journal); "
+            "run 'PRAGMA journal_mode=WAL' on it first")
+    return header
+
+
+@contextlib.contextmanager
+def read_transaction(db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+                     ) -> Iterator[sqlite3.Connection]:
+    """Hold a read transaction: no checkpoint can restart the WAL under frames it can see.
+
+    The connection never writes and sets no pragmas that persist. If it is the last connection
+    to close, SQLite checkpoints and removes the WAL; the next run then sees a new WAL and
+    starts a new generation, which loses nothing.
+    """
+    uri = f"file:{db_path.resolve()}?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                               timeout=busy_timeout_ms / 1000, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise LocalDatabaseError(f"{db_path}: cannot open database ({exc})") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        yield conn
+    except sqlite3.DatabaseError as exc:
+        raise LocalDatabaseError(f"{db_path}: {exc}") from None
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+@dataclass
+class WalCapture:
+    """The committed frames of the local WAL after frame ``skipped``, copied out of the file.
+
+    ``frames`` holds frames skipped+1 .. frame_count back to back (header + page each).
+    """
+
+    header: WalHeader | None  # None: no WAL, an empty one, or one whose header is not valid
+    skipped: int
+    frame_count: int
+    checksum: Checksum
+    db_size: int
+    frames: IO[bytes]
+
+    @property
+    def new_frames(self) -> int:
+        return self.frame_count - self.skipped
+
+    def close(self) -> None:
+        self.frames.close()
+
+
+def capture_wal(path: Path, skip_if: tuple[Checksum, int] | None = None) -> WalCapture:
+    """Read the WAL once, verifying the chain, and copy out its committed frames.
+
+    ``skip_if=(header checksum, n)``: when the WAL header has that checksum, frames 1..n are
+    verified but not copied (they were shipped before). Reading frame by frame and verifying as
+    it goes makes the copy consistent even if the WAL is restarted while it is being read.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - returned
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return WalCapture(None, 0, 0, (0, 0), 0, spool)
+    with f:
+        try:
+            header = parse_wal_header(f.read(WAL_HEADER_SIZE))
+        except WalFormatError:
+            return WalCapture(None, 0, 0, (0, 0), 0, spool)
+        skip = skip_if[1] if skip_if and skip_if[0] == header.checksum else 0
+        chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
+        size = chain.frame_size
+        n = count = db_size = 0
+        committed_len = 0
+        checksum = header.checksum
+        while block := f.read(size * WAL_READ_FRAMES):
+            mv = memoryview(block)
+            stop = False
+            for off in range(0, len(mv), size):
+                frame = mv[off:off + size]
+                got = chain.accept(frame)
+                if got is None:
+                    stop = True
+                    break
+                n += 1
+                if n > skip:
+                    spool.write(frame)
+                if got[1]:
+                    count, db_size, checksum = n, got[1], chain.checksum
+                    committed_len = spool.tell()
+            if stop:
+                break
+    spool.truncate(committed_len)
+    spool.seek(0)
+    return WalCapture(header, min(skip, count), count, checksum, db_size, spool)
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class SnapshotFile:
+    """A compressed copy of the main database file, written next to it."""
+
+    path: Path
+    codec: Codec
+    sha256: str  # of the uncompressed database file
+    raw_size: int
+    size: int
+
+
+def compress_snapshot(db_path: Path, codec: Codec,
+                      on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
+    """Compress the main database file into a temporary file beside it (call under a read
+    transaction, so no checkpoint rewrites pages the WAL does not also hold)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{db_path.name}.", suffix=".snapshot",
+                               dir=db_path.parent)
+    h = hashlib.sha256()
+    raw = 0
+    enc = Encoder(codec)
+    try:
+        with os.fdopen(fd, "wb") as out, open(db_path, "rb") as src:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                raw += len(chunk)
+                out.write(enc.feed(chunk))
+                if on_bytes:
+                    on_bytes(len(chunk))
+            out.write(enc.finish())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if raw < DB_HEADER_SIZE:
+        Path(tmp).unlink(missing_ok=True)
+        raise LocalDatabaseError(f"{db_path}: database file is too short")
+    return SnapshotFile(Path(tmp), codec, h.hexdigest(), raw, os.path.getsize(tmp))
+
+
+def check_sqlite_file(path: Path) -> tuple[str, DbHeader]:
+    """Run ``PRAGMA integrity_check`` on a database file without creating -wal/-shm files."""
+    with open(path, "rb") as f:
+        try:
+            header = parse_db_header(f.read(DB_HEADER_SIZE))
+        except NotSQLiteError as exc:
+            return str(exc), DbHeader(0, 0, 0, 0, 0)
+    # immutable=1: read the file as it is, no locks, no WAL lookup (there is none).
+    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro&immutable=1", uri=True)
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc), header
+    finally:
+        conn.close()
+    return "; ".join(str(r[0]) for r in rows[:5]), header

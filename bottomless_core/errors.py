@@ -1,0 +1,35 @@
+"""One exception hierarchy: the CLI turns any of these into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class BottomlessError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(BottomlessError):
+    """A bad option or input given by the user (date, generation id, codec...)."""
+
+    exit_code = 2
+
+
+class LocalDatabaseError(BottomlessError):
+    """The local database cannot be used (missing, not SQLite, not in WAL mode, ...)."""
+
+
+class StorageError(BottomlessError):
+    """The object store failed or refused a request."""
+
+
+class NotFoundError(BottomlessError):
+    """A generation or object that was asked for does not exist."""
+
+
+class CorruptBackupError(BottomlessError):
+    """An object in the bucket cannot be decoded or breaks the checksum chain."""
+
+
+class RestoreRefusedError(BottomlessError):
+    """Restore would overwrite an existing database without --force."""

@@ -1,0 +1,189 @@
+"""Bucket layout of libsql bottomless: generation ids, object keys, small metadata objects.
+
+See docs/format.md. Pure: names and bytes in, values out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .codec import Codec
+from .wal import Checksum
+
+# Generation ids embed (REVERSE_EPOCH_SECS - now) so that newer generations sort first.
+REVERSE_EPOCH_SECS = 253370761200
+_NANOS_MAX = 999_999_999
+
+META = ".meta"
+CHANGE_COUNTER = ".changecounter"
+DEPENDENCY = ".dep"
+SNAPSHOT_STEM = "db"
+TOMBSTONE_SUFFIX = ".tombstone"
+
+_BATCH_RE = re.compile(r"^(\d{12})-(\d{12})-(\d+)\.(zstd|gz|raw)$")
+
+
+# --- generation ids -------------------------------------------------------------------------
+
+def _reversed_millis(unix_ns: int) -> int:
+    secs, nanos = divmod(unix_ns, 1_000_000_000)
+    return (REVERSE_EPOCH_SECS - secs) * 1000 + (_NANOS_MAX - nanos) // 1_000_000
+
+
+def generation_from_millis(millis: int, random_bytes: bytes | None = None) -> uuid.UUID:
+    """A UUID v7 carrying ``millis`` in its first 48 bits, random elsewhere."""
+    rb = random_bytes if random_bytes is not None else os.urandom(10)
+    raw = (millis.to_bytes(6, "big")
+           + bytes([0x70 | (rb[0] & 0x0F), rb[1], 0x80 | (rb[2] & 0x3F)]) + rb[3:10])
+    return uuid.UUID(bytes=raw)
+
+
+def new_generation_id(unix_ns: int | None = None, newer_than: uuid.UUID | None = None,
+                      ) -> uuid.UUID:
+    """A generation id for a generation created at ``unix_ns`` (default: now).
+
+    ``newer_than``: the current newest generation; the new id is forced to sort before it even
+    when both fall in the same millisecond, so "newest first" stays true.
+    """
+    millis = _reversed_millis(time.time_ns() if unix_ns is None else unix_ns)
+    if newer_than is not None:
+        millis = min(millis, generation_millis(newer_than) - 1)
+    return generation_from_millis(millis)
+
+
+def generation_millis(gen: uuid.UUID) -> int:
+    return int.from_bytes(gen.bytes[:6], "big")
+
+
+def generation_time(gen: uuid.UUID) -> datetime:
+    """The (UTC, millisecond precision) creation time encoded in a generation id."""
+    millis = generation_millis(gen)
+    secs = REVERSE_EPOCH_SECS - millis // 1000
+    nanos = _NANOS_MAX - (millis % 1000) * 1_000_000
+    return datetime.fromtimestamp(secs + nanos / 1e9, tz=UTC)
+
+
+def parse_generation(text: str) -> uuid.UUID:
+    """Parse a generation id as printed by ``ls``; ValueError when it is not one."""
+    gen = uuid.UUID(text.strip())
+    if str(gen) != text.strip().lower():
+        raise ValueError(f"not a hyphenated UUID: {text!r}")
+    return gen
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+def generations_prefix(db_name: str) -> str:
+    return f"{db_name}-"
+
+
+def generation_prefix(db_name: str, gen: uuid.UUID) -> str:
+    return f"{db_name}-{gen}/"
+
+
+def generation_from_prefix(db_name: str, prefix: str) -> uuid.UUID | None:
+    """The generation named by a listed common prefix ``DB-GEN/``, or None for other names."""
+    head = generations_prefix(db_name)
+    if not prefix.startswith(head) or not prefix.endswith("/"):
+        return None
+    text = prefix[len(head):-1]
+    try:
+        return parse_generation(text)
+    except ValueError:
+        return None
+
+
+def object_key(db_name: str, gen: uuid.UUID, name: str) -> str:
+    return generation_prefix(db_name, gen) + name
+
+
+def snapshot_name(codec: Codec) -> str:
+    return f"{SNAPSHOT_STEM}.{codec.extension}"
+
+
+def tombstone_key(db_name: str) -> str:
+    return db_name + TOMBSTONE_SUFFIX
+
+
+@dataclass(frozen=True, order=True)
+class BatchKey:
+    """A WAL batch object: frames first..last (1-based, inclusive) cut at ``timestamp``."""
+
+    first: int
+    last: int
+    timestamp: int
+    codec: Codec
+
+    @property
+    def name(self) -> str:
+        return f"{self.first:012d}-{self.last:012d}-{self.timestamp}.{self.codec.extension}"
+
+    @classmethod
+    def parse(cls, name: str) -> BatchKey | None:
+        """Parse the part of a key after ``DB-GEN/``; None when it is not a batch."""
+        m = _BATCH_RE.match(name)
+        if not m:
+            return None
+        first, last, ts = int(m[1]), int(m[2]), int(m[3])
+        if first < 1 or last < first:
+            return None
+        return cls(first, last, ts, Codec.from_extension(m[4]))
+
+
+def snapshot_codec(name: str) -> Codec | None:
+    """The codec of a snapshot object name (``db.zstd``...), or None."""
+    stem, _, ext = name.partition(".")
+    if stem != SNAPSHOT_STEM:
+        return None
+    try:
+        return Codec.from_extension(ext)
+    except ValueError:
+        return None
+
+
+# --- small objects --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Meta:
+    """``.meta``: page size and the checksum that starts the generation's frame chain."""
+
+    page_size: int
+    checksum: Checksum
+
+    def encode(self) -> bytes:
+        return struct.pack(">III", self.page_size, *self.checksum)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Meta:
+        if len(data) != 12:
+            raise ValueError(f".meta has {len(data)} bytes, expected 12")
+        page_size, c1, c2 = struct.unpack(">III", data)
+        if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+            raise ValueError(f".meta names page size {page_size}")
+        return cls(page_size, (c1, c2))
+
+
+def encode_dependency(parent: uuid.UUID) -> bytes:
+    return parent.bytes
+
+
+def decode_dependency(data: bytes) -> uuid.UUID:
+    if len(data) != 16:
+        raise ValueError(f".dep has {len(data)} bytes, expected 16")
+    return uuid.UUID(bytes=data)
+
+
+def encode_tombstone(unix_secs: int) -> bytes:
+    return struct.pack(">q", unix_secs)
+
+
+def decode_tombstone(data: bytes) -> int:
+    if len(data) != 8:
+        raise ValueError(f"tombstone has {len(data)} bytes, expected 8")
+    return struct.unpack(">q", data)[0]

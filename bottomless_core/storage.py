@@ -1,0 +1,251 @@
+"""The one place that talks to S3: a narrow interface over boto3 with clear errors.
+
+Everything above this module deals in keys and bytes; every boto/botocore failure leaves it as
+a StorageError (or NotFoundError) with one readable line that never carries a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from .errors import NotFoundError, StorageError
+
+DEFAULT_ENDPOINT = "http://localhost:9000"
+DEFAULT_BUCKET = "bottomless"
+DEFAULT_REGION = "us-east-1"
+MAX_ATTEMPTS = 6  # botocore "standard" retries: exponential backoff on throttling and 5xx
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
+DOWNLOAD_CHUNK = 1 << 20
+# Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload.
+TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20,
+                          max_concurrency=4, use_threads=True)
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",
+               "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "403"}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the bucket is and how to sign requests (None = boto3's default chain)."""
+
+    endpoint: str | None = DEFAULT_ENDPOINT
+    bucket: str = DEFAULT_BUCKET
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    max_attempts: int = MAX_ATTEMPTS
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, endpoint: str | None, bucket: str, env: dict[str, str] | None = None,
+                 ) -> StorageConfig:
+        """Credentials and region from the seed's LIBSQL_BOTTOMLESS_AWS_* variables, if set."""
+        env = dict(os.environ if env is None else env)
+        return cls(
+            endpoint=endpoint or None,
+            bucket=bucket,
+            region=env.get("LIBSQL_BOTTOMLESS_AWS_DEFAULT_REGION") or env.get("AWS_DEFAULT_REGION")
+            or env.get("AWS_REGION") or DEFAULT_REGION,
+            access_key_id=env.get("LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID"),
+            secret_access_key=env.get("LIBSQL_BOTTOMLESS_AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("LIBSQL_BOTTOMLESS_AWS_SESSION_TOKEN"),
+        )
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class Storage:
+    """list / get / put / delete over one bucket."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self.bucket = config.bucket
+        botocfg = Config(
+            s3={"addressing_style": "path" if config.endpoint else "auto"},
+            retries={"max_attempts": config.max_attempts, "mode": "standard"},
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            # Flexible checksums are not implemented by every S3-compatible server.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=16,
+        )
+        self._client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=config.endpoint,
+            region_name=config.region or DEFAULT_REGION,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key,
+            aws_session_token=config.session_token,
+            config=botocfg,
+        )
+
+    # --- error translation ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        where = self.config.endpoint or "AWS S3"
+        try:
+            yield
+        except botocore.exceptions.NoCredentialsError:
+            raise StorageError("no S3 credentials found: set AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY (or LIBSQL_BOTTOMLESS_AWS_*)") from None
+        except (botocore.exceptions.EndpointConnectionError,
+                botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ConnectionClosedError) as exc:
+            raise StorageError(f"cannot reach S3 endpoint {where}: "
+                               f"{type(exc).__name__}") from None
+        except botocore.exceptions.ReadTimeoutError:
+            raise StorageError(f"S3 endpoint {where} timed out during {what}") from None
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", "")) or str(
+                exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
+            if code == "NoSuchBucket":
+                raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
+            if code in _AUTH_CODES:
+                raise StorageError(f"S3 refused the credentials for bucket {self.bucket!r} "
+                                   f"at {where} ({code})") from None
+            if code in _NOT_FOUND_CODES:
+                raise NotFoundError(f"{what}: no such object") from None
+            raise StorageError(f"S3 error during {what}: {code}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise StorageError(f"S3 request failed during {what}: {type(exc).__name__}") from None
+
+    # --- bucket -----------------------------------------------------------------------------
+
+    def check_bucket(self) -> None:
+        """Fail early, with a clear message, if the bucket is missing or not ours to use."""
+        try:
+            with self._errors(f"checking bucket {self.bucket!r}"):
+                self._client.head_bucket(Bucket=self.bucket)
+        except NotFoundError:
+            where = self.config.endpoint or "AWS S3"
+            raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
+
+    def create_bucket(self) -> None:
+        with self._errors(f"creating bucket {self.bucket!r}"):
+            try:
+                self._client.create_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in (
+                        "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    # --- listing ----------------------------------------------------------------------------
+
+    def _pages(self, prefix: str, delimiter: str | None, start_after: str | None,
+               ) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        with self._errors(f"listing {prefix!r}"):
+            yield from self._client.get_paginator("list_objects_v2").paginate(**kwargs)
+
+    def list_objects(self, prefix: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order."""
+        for page in self._pages(prefix, None, start_after):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"], obj.get("Size", 0), obj.get("LastModified"))
+
+    def list_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
+        """The common prefixes one level below ``prefix`` (one per generation), in key order."""
+        for page in self._pages(prefix, delimiter, None):
+            for cp in page.get("CommonPrefixes", []):
+                yield cp["Prefix"]
+
+    # --- objects ----------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            with self._errors(f"reading {key}"):
+                r = self._client.head_object(Bucket=self.bucket, Key=key)
+        except NotFoundError:
+            return None
+        return ObjectInfo(key, r.get("ContentLength", 0), r.get("LastModified"),
+                          dict(r.get("Metadata", {})))
+
+    def get(self, key: str) -> bytes:
+        with self._errors(f"reading {key}"):
+            return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def get_optional(self, key: str) -> bytes | None:
+        try:
+            return self.get(key)
+        except NotFoundError:
+            return None
+
+    def download(self, key: str, sink: Callable[[bytes], None]) -> int:
+        """Stream an object into ``sink`` chunk by chunk; return its size."""
+        total = 0
+        with self._errors(f"reading {key}"):
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                total += len(chunk)
+                sink(chunk)
+        return total
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+            if_none_match: bool = False) -> None:
+        """Write a small object; ``if_none_match`` makes it a conditional create."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
+        if metadata:
+            kwargs["Metadata"] = metadata
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        with self._errors(f"writing {key}"):
+            self._client.put_object(**kwargs)
+
+    def upload(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> None:
+        """Write an object of any size from a readable stream (multipart when large)."""
+        extra = {"Metadata": metadata} if metadata else None
+        with self._errors(f"writing {key}"):
+            self._client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra,
+                                        Config=TRANSFER, Callback=on_progress)
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete keys in batches of 1000; return how many were deleted."""
+        batch: list[str] = []
+        deleted = 0
+
+        def flush() -> int:
+            with self._errors(f"deleting {len(batch)} objects"):
+                r = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            errors = r.get("Errors", [])
+            if errors:
+                raise StorageError(f"S3 refused to delete {len(errors)} objects "
+                                   f"(first: {errors[0].get('Key')}: {errors[0].get('Code')})")
+            return len(batch)
+
+        for key in keys:
+            batch.append(key)
+            if len(batch) == DELETE_BATCH:
+                deleted += flush()
+                batch = []
+        if batch:
+            deleted += flush()
+        return deleted

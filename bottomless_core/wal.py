@@ -1,0 +1,219 @@
+"""SQLite WAL file format: headers, frames and the cumulative checksum (pure, no I/O)."""
+
+from __future__ import annotations
+
+import array
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+WAL_HEADER_SIZE = 32
+FRAME_HEADER_SIZE = 24
+WAL_MAGIC_LE = 0x377F0682  # checksum words are little-endian
+WAL_MAGIC_BE = 0x377F0683  # checksum words are big-endian
+WAL_FORMAT_VERSION = 3007000
+_MASK = 0xFFFFFFFF
+_NATIVE_BIG = sys.byteorder == "big"
+
+Checksum = tuple[int, int]
+
+
+class WalFormatError(ValueError):
+    """Bytes that are not a WAL header or frame."""
+
+
+def wal_checksum(data: bytes | memoryview, seed: Checksum, big_endian: bool) -> Checksum:
+    """SQLite's cumulative checksum of ``data`` (length a multiple of 8), continuing ``seed``."""
+    if len(data) % 8:
+        raise WalFormatError("checksummed data must be a multiple of 8 bytes")
+    words = array.array("I")
+    words.frombytes(data)
+    if big_endian != _NATIVE_BIG:
+        words.byteswap()
+    s1, s2 = seed
+    it = iter(words)
+    for a, b in zip(it, it, strict=False):
+        s1 = (s1 + a + s2) & _MASK
+        s2 = (s2 + b + s1) & _MASK
+    return s1, s2
+
+
+@dataclass(frozen=True)
+class WalHeader:
+    magic: int
+    version: int
+    page_size: int
+    checkpoint_seq: int
+    salt1: int
+    salt2: int
+    checksum: Checksum
+
+    @property
+    def big_endian(self) -> bool:
+        return self.magic == WAL_MAGIC_BE
+
+    @property
+    def salts(self) -> tuple[int, int]:
+        return self.salt1, self.salt2
+
+    def encode(self) -> bytes:
+        return struct.pack(
+            ">8I", self.magic, self.version, self.page_size, self.checkpoint_seq,
+            self.salt1, self.salt2, *self.checksum,
+        )
+
+
+def parse_wal_header(data: bytes) -> WalHeader:
+    """Parse and verify the 32-byte WAL header; raise WalFormatError when it is not valid."""
+    if len(data) < WAL_HEADER_SIZE:
+        raise WalFormatError("WAL header is shorter than 32 bytes")
+    magic, version, page_size, seq, salt1, salt2, c1, c2 = struct.unpack_from(">8I", data)
+    if magic not in (WAL_MAGIC_LE, WAL_MAGIC_BE):
+        raise WalFormatError(f"bad WAL magic {magic:#010x}")
+    if version != WAL_FORMAT_VERSION:
+        raise WalFormatError(f"unsupported WAL format version {version}")
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        raise WalFormatError(f"bad WAL page size {page_size}")
+    expected = wal_checksum(data[:24], (0, 0), magic == WAL_MAGIC_BE)
+    if expected != (c1, c2):
+        raise WalFormatError("WAL header checksum mismatch")
+    return WalHeader(magic, version, page_size, seq, salt1, salt2, (c1, c2))
+
+
+def make_wal_header(page_size: int, salt1: int, salt2: int, checkpoint_seq: int = 0,
+                    big_endian: bool = False) -> WalHeader:
+    """Build a valid header (used by tests and tools that write WAL files)."""
+    magic = WAL_MAGIC_BE if big_endian else WAL_MAGIC_LE
+    head = struct.pack(">6I", magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2)
+    return WalHeader(magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2,
+                     wal_checksum(head, (0, 0), big_endian))
+
+
+@dataclass(frozen=True)
+class WalFrame:
+    page_no: int
+    db_size: int  # pages in the database after this commit; 0 for non-commit frames
+    salt1: int
+    salt2: int
+    checksum: Checksum
+    page: bytes
+
+    @property
+    def is_commit(self) -> bool:
+        return self.db_size != 0
+
+    def encode(self) -> bytes:
+        return struct.pack(">6I", self.page_no, self.db_size, self.salt1, self.salt2,
+                           *self.checksum) + self.page
+
+
+def parse_frame(data: bytes | memoryview, page_size: int) -> WalFrame:
+    """Decode one frame (no checksum verification; see FrameChain)."""
+    if len(data) < FRAME_HEADER_SIZE + page_size:
+        raise WalFormatError("truncated WAL frame")
+    pgno, db_size, s1, s2, c1, c2 = struct.unpack_from(">6I", data)
+    return WalFrame(pgno, db_size, s1, s2, (c1, c2),
+                    bytes(data[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size]))
+
+
+def frame_checksum(frame: bytes | memoryview, seed: Checksum, big_endian: bool,
+                   page_size: int) -> Checksum:
+    """Checksum of one encoded frame: its first 8 header bytes, then its page."""
+    mv = memoryview(frame)
+    head = wal_checksum(mv[:8], seed, big_endian)
+    return wal_checksum(mv[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size], head, big_endian)
+
+
+def encode_frame(page_no: int, db_size: int, page: bytes, header: WalHeader,
+                 seed: Checksum) -> tuple[bytes, Checksum]:
+    """Encode a frame that continues the chain at ``seed``; return it and the new chain value."""
+    head8 = struct.pack(">2I", page_no, db_size)
+    ck = wal_checksum(head8, seed, header.big_endian)
+    ck = wal_checksum(page, ck, header.big_endian)
+    return head8 + struct.pack(">4I", header.salt1, header.salt2, *ck) + page, ck
+
+
+class FrameChain:
+    """Verifies frames one after another, the way SQLite's WAL recovery does.
+
+    A frame belongs to the chain when its salts equal the expected ones and its stored
+    checksum equals the running checksum over it. ``salts=None`` accepts the salts of the
+    first frame (restore knows only the checksum seed, not the WAL header). ``big_endian=None``
+    tries both byte orders on the first frame: the bucket does not record the WAL magic.
+    """
+
+    def __init__(self, page_size: int, seed: Checksum, salts: tuple[int, int] | None = None,
+                 big_endian: bool | None = None) -> None:
+        self.page_size = page_size
+        self.checksum = seed
+        self.salts = salts
+        self.big_endian = big_endian
+        self.frame_size = FRAME_HEADER_SIZE + page_size
+
+    def accept(self, frame: bytes | memoryview) -> tuple[int, int] | None:
+        """Return (page number, db size) if ``frame`` continues the chain, else None."""
+        if len(frame) < self.frame_size:
+            return None
+        pgno, db_size, s1, s2, c1, c2 = struct.unpack_from(">6I", frame)
+        if self.salts is not None and (s1, s2) != self.salts:
+            return None
+        orders = (self.big_endian,) if self.big_endian is not None else (False, True)
+        for order in orders:
+            ck = frame_checksum(frame, self.checksum, order, self.page_size)
+            if ck == (c1, c2):
+                self.checksum, self.big_endian, self.salts = ck, order, (s1, s2)
+                return pgno, db_size
+        return None
+
+
+@dataclass(frozen=True)
+class WalScan:
+    """The valid, committed part of a WAL: what SQLite's recovery would keep."""
+
+    header: WalHeader
+    frame_count: int  # number of frames up to and including the last valid commit frame
+    checksum: Checksum  # chain value after the last committed frame
+    db_size: int  # db size in pages at the last commit (0 when no commit)
+
+
+def committed_frames(data: bytes | memoryview, header: WalHeader | None = None,
+                     ) -> Iterator[tuple[int, memoryview]]:
+    """Yield (frame number, frame bytes) of every frame up to the last valid commit.
+
+    Stops at the first frame whose salts or checksum break the chain; frames after the last
+    commit frame before that point are not yielded (an unfinished transaction).
+    """
+    mv = memoryview(data)
+    if header is None:
+        header = parse_wal_header(bytes(mv[:WAL_HEADER_SIZE]))
+    chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
+    pending: list[tuple[int, memoryview]] = []
+    offset, frame_no = WAL_HEADER_SIZE, 0
+    while True:
+        frame = mv[offset:offset + chain.frame_size]
+        got = chain.accept(frame)
+        if got is None:
+            return
+        frame_no += 1
+        pending.append((frame_no, frame))
+        if got[1]:
+            yield from pending
+            pending.clear()
+        offset += chain.frame_size
+
+
+def scan_wal(data: bytes | memoryview) -> WalScan:
+    """Summarise a whole WAL image held in memory (tests and small tools)."""
+    header = parse_wal_header(bytes(data[:WAL_HEADER_SIZE]))
+    chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
+    mv = memoryview(data)
+    count = size = 0
+    checksum = header.checksum
+    offset, n = WAL_HEADER_SIZE, 0
+    while (got := chain.accept(mv[offset:offset + chain.frame_size])) is not None:
+        n += 1
+        offset += chain.frame_size
+        if got[1]:
+            count, size, checksum = n, got[1], chain.checksum
+    return WalScan(header, count, checksum, size)
