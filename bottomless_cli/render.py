@@ -39,17 +39,26 @@ def generation_facts(g: Generation) -> dict[str, Any]:
 
 
 def generations_table(console: Console, generations: list[Generation]) -> None:
-    table = Table(title=None, show_lines=False, header_style="bold")
-    for column in ("generation", "created (UTC)", "change counter", "consistent frame",
-                   "page size", "WAL frame checksum", "WAL batches", "snapshot", "parent"):
-        table.add_column(column, no_wrap=column in ("generation", "parent", "created (UTC)"))
+    """One block per generation (key: value lines), readable at any terminal width."""
     for g in generations:
         f = generation_facts(g)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
         snap = f["snapshot"]
-        snap_text = "-" if snap is None else (
-            f"{snap['size']:,} B\n{_time(g.snapshot.last_modified if g.snapshot else None)}")
-        table.add_row(f["generation"], _time(g.created), f["change_counter"] or "-",
-                      str(f["consistent_frame"]), str(f["page_size"] or "-"),
-                      f["wal_frame_checksum"] or "-", str(f["wal_batches"]), snap_text,
-                      f["parent"] or "-")
-    console.print(table)
+        rows = [
+            ("created at (UTC)", _time(g.created)),
+            ("change counter", f["change_counter"] or "-"),
+            ("consistent WAL frame", str(f["consistent_frame"])),
+            ("WAL batches", str(f["wal_batches"])),
+            ("page size", str(f["page_size"] or "-")),
+            ("WAL frame checksum", f["wal_frame_checksum"] or "-"),
+            ("parent generation", f["parent"] or "-"),
+            ("snapshot size", "-" if snap is None else f"{snap['size']:,} bytes"),
+            ("snapshot last modified",
+             _time(g.snapshot.last_modified) if g.snapshot is not None else "-"),
+        ]
+        for key, value in rows:
+            grid.add_row(key, value)
+        console.print(f"[bold]Generation {g.id}[/bold]")
+        console.print(grid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class ReplicateOptions:
     codec: Codec = Codec.ZSTD
     max_batch_frames: int = BATCH_MAX_FRAMES
     max_batch_bytes: int = BATCH_MAX_BYTES
+    clock: Callable[[], float] = time.time  # stamps generation ids and batch names
 
 
 @dataclass
@@ -93,7 +95,8 @@ def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
     # The read transaction is released: everything below works on private copies.
     try:
         if snapshot is not None:
-            gen = layout.new_generation_id(newer_than=newest.id if newest else None)
+            gen = layout.new_generation_id(int(options.clock() * 1e9),
+                                           newer_than=newest.id if newest else None)
             result = ReplicateResult(gen, True, decision.reason, snapshot_bytes=snapshot.size)
             _upload_generation(storage, db_name, gen, snapshot, capture, db_header, newest,
                                progress)
@@ -204,7 +207,7 @@ def _ship_frames(storage: Storage, db_name: str, gen: uuid.UUID, capture: WalCap
     while first <= capture.frame_count:
         last = min(capture.frame_count, first + per_batch - 1)
         data = capture.frames.read((last - first + 1) * frame_size)
-        key = BatchKey(first, last, int(time.time()), options.codec)
+        key = BatchKey(first, last, int(options.clock()), options.codec)
         storage.put(layout.object_key(db_name, gen, key.name), compress(data, options.codec))
         progress.advance("upload frames", last - first + 1)
         batches += 1

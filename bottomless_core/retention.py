@@ -103,6 +103,9 @@ def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
     for gen in plan.remove:
         prefix = layout.generation_prefix(db_name, gen)
         result.objects += storage.delete_many(o.key for o in storage.list_objects(prefix))
+        # Filer-backed stores (SeaweedFS) keep an empty "directory" that still lists as a
+        # common prefix; deleting the prefix itself removes it (a no-op on AWS S3).
+        storage.delete_many([prefix])
         result.generations += 1
         progress.advance("remove generations", 1)
     progress.finish("remove generations")

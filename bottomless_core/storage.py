@@ -18,12 +18,14 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .errors import NotFoundError, StorageError
+from .errors import ConfigError, NotFoundError, StorageError
 
 DEFAULT_ENDPOINT = "http://localhost:9000"
 DEFAULT_BUCKET = "bottomless"
 DEFAULT_REGION = "us-east-1"
-MAX_ATTEMPTS = 6  # botocore "standard" retries: exponential backoff on throttling and 5xx
+# botocore "standard" retries: exponential backoff (jittered, up to 20 s) on throttling, 5xx
+# and connection errors; 5 attempts ride out a server restart without hanging a user for long.
+MAX_ATTEMPTS = 5
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 DOWNLOAD_CHUNK = 1 << 20
 # Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload.
@@ -62,7 +64,19 @@ class StorageConfig:
             access_key_id=env.get("LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID"),
             secret_access_key=env.get("LIBSQL_BOTTOMLESS_AWS_SECRET_ACCESS_KEY"),
             session_token=env.get("LIBSQL_BOTTOMLESS_AWS_SESSION_TOKEN"),
+            max_attempts=1 + _int_env(env, "LIBSQL_BOTTOMLESS_S3_MAX_RETRIES",
+                                      MAX_ATTEMPTS - 1),
         )
+
+
+def _int_env(env: dict[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -89,15 +103,21 @@ class Storage:
             response_checksum_validation="when_required",
             max_pool_connections=16,
         )
-        self._client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=config.endpoint,
-            region_name=config.region or DEFAULT_REGION,
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=config.secret_access_key,
-            aws_session_token=config.session_token,
-            config=botocfg,
-        )
+        try:
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=config.endpoint,
+                region_name=config.region or DEFAULT_REGION,
+                aws_access_key_id=config.access_key_id,
+                aws_secret_access_key=config.secret_access_key,
+                aws_session_token=config.session_token,
+                config=botocfg,
+            )
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise StorageError(f"AWS profile {exc.kwargs.get('profile', '')!r} not found "
+                               "(AWS_PROFILE / ~/.aws/config)") from None
+        except ValueError as exc:  # e.g. an endpoint URL that is not a URL
+            raise StorageError(f"bad S3 configuration: {exc}") from None
 
     # --- error translation ------------------------------------------------------------------
 

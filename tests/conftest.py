@@ -44,7 +44,8 @@ class Cli:
     env: dict[str, str]
     cwd: Path
 
-    def __call__(self, *args: str, code: int = 0, env: dict[str, str] | None = None) -> Result:
+    def __call__(self, *args: str, code: int = 0, env: dict[str, str | None] | None = None,
+                 ) -> Result:
         runner = CliRunner()
         result = runner.invoke(cli, list(args), env={**self.env, **(env or {})},
                                catch_exceptions=False)

@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from bottomless_core.codec import Codec, CodecError, CompressingReader, Decoder, compress, decompress
+from bottomless_core.codec import (
+    Codec,
+    CodecError,
+    CompressingReader,
+    Decoder,
+    compress,
+    decompress,
+)
 
 
 @pytest.mark.parametrize("codec", list(Codec))

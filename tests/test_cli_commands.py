@@ -1,0 +1,173 @@
+"""ls, rm, restore -g / --utc-time / -o, verify: end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bottomless_core import catalog, layout
+from bottomless_core.replicator import ReplicateOptions, replicate_once
+from bottomless_core.storage import Storage
+from tests.conftest import Cli
+from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _at(t: datetime) -> ReplicateOptions:
+    return ReplicateOptions(clock=lambda: t.timestamp())
+
+
+@pytest.fixture
+def history(tmp_path: Path, storage: Storage) -> dict:
+    """Two generations with batches stamped at known times; returns the expected states."""
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    states = {}
+    insert_rows(conn, 10)
+    replicate_once(db, storage, options=_at(T0))
+    states[0] = dump_conn(conn)
+    for step in (1, 2):
+        insert_rows(conn, 10, start=step * 100)
+        replicate_once(db, storage, options=_at(T0 + timedelta(seconds=100 * step)))
+        states[step] = dump_conn(conn)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    insert_rows(conn, 10, start=300)
+    replicate_once(db, storage, options=_at(T0 + timedelta(seconds=300)))
+    states[3] = dump_conn(conn)
+    conn.close()
+    gens = list(catalog.list_generations(storage, "app.db"))
+    return {"db": db, "states": states, "gens": gens}
+
+
+def test_ls_plain_verbose_json_limit(run: Cli, history: dict) -> None:
+    newest, oldest = history["gens"]
+    out = run("--db-name", "app.db", "ls")
+    assert out.stdout.split() == [str(newest), str(oldest)]
+    out = run("--db-name", "app.db", "ls", "-l", "1")
+    assert out.stdout.split() == [str(newest)]
+    out = run("--db-name", "app.db", "ls", "-v")
+    for label in ("created at (UTC)", "change counter", "consistent WAL frame",
+                  "WAL frame checksum", "snapshot size", "parent generation", "WAL batches"):
+        assert label in out.stdout
+    facts = json.loads(run("--db-name", "app.db", "ls", "-v", "--json").stdout)
+    assert [f["generation"] for f in facts] == [str(newest), str(oldest)]
+    assert facts[0]["parent"] == str(oldest)
+    assert facts[1]["wal_batches"] == 3
+    assert facts[1]["created_at"].startswith("2024-01-01T00:00:00")
+    assert facts[0]["snapshot"]["size"] > 0
+    plain = json.loads(run("--db-name", "app.db", "ls", "--json").stdout)
+    assert [p["generation"] for p in plain] == [str(newest), str(oldest)]
+    out = run("--db-name", "app.db", "ls", "--older-than", "2024-01-01T00:02:00Z")
+    assert out.stdout.split() == [str(oldest)]
+    out = run("--db-name", "app.db", "ls", "--newer-than", "2024-01-01T00:02:00Z")
+    assert out.stdout.split() == [str(newest)]
+
+
+@pytest.mark.parametrize(("when", "state"), [
+    ("2024-01-01T00:00:30Z", 0), ("2024-01-01 00:01:40", 1), ("2024-01-01T00:03:00+00:00", 1), ("2024-01-01T00:04:00+00:00", 2),
+    ("2024-01-01T01:00:00Z", 3), ("2024-01-01T02:00:00+01:00", 3),
+])
+def test_restore_utc_time(run: Cli, history: dict, tmp_path: Path, when: str,
+                          state: int) -> None:
+    out_db = tmp_path / "at.db"
+    run("--db-name", "app.db", "restore", "--utc-time", when, "-o", str(out_db))
+    assert dump(out_db) == history["states"][state]
+    assert integrity(out_db) == "ok"
+
+
+def test_restore_utc_time_before_everything(run: Cli, history: dict, tmp_path: Path) -> None:
+    out = run("--db-name", "app.db", "restore", "-u", "2023-12-31", "-o",
+              str(tmp_path / "x.db"), code=1)
+    assert "no generation" in out.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_restore_given_generation_to_output(run: Cli, history: dict, tmp_path: Path) -> None:
+    newest, oldest = history["gens"]
+    out_db = tmp_path / "old.db"
+    run("-d", str(history["db"]), "restore", "-g", str(oldest), "-o", str(out_db))
+    assert dump(out_db) == history["states"][2]
+    assert history["db"].exists()  # -o leaves -d alone
+
+
+def test_verify_and_restore_verify(run: Cli, history: dict, tmp_path: Path) -> None:
+    out = run("--db-name", "app.db", "verify")
+    assert "integrity ok" in out.stdout and "change counter" in out.stdout
+    oldest = history["gens"][1]
+    out = run("--db-name", "app.db", "verify", "-g", str(oldest))
+    assert "3 batches" in out.stdout
+    target = tmp_path / "never.db"
+    out = run("-d", str(target), "--db-name", "app.db", "restore", "--verify")
+    assert "verified" in out.stdout
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if "restoring" in p.name]
+
+
+def test_rm_generation_verbose(run: Cli, history: dict, storage: Storage) -> None:
+    newest, oldest = history["gens"]
+    out = run("--db-name", "app.db", "rm", "-g", str(oldest), "--dry-run")
+    assert "Would remove 1 generations" in out.stdout
+    assert len(list(catalog.list_generations(storage, "app.db"))) == 2
+    out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v")
+    assert "Removed 1 generations" in out.stdout
+    assert list(catalog.list_generations(storage, "app.db")) == [newest]
+    assert not list(storage.list_objects(layout.generation_prefix("app.db", oldest)))
+
+
+def test_rm_older_than_keeps_newest_and_writes_tombstone(run: Cli, history: dict,
+                                                         storage: Storage,
+                                                         tmp_path: Path) -> None:
+    newest, oldest = history["gens"]
+    out = run("--db-name", "app.db", "rm", "--older-than", "2030-01-01", "-v")
+    assert f"kept {newest}: it is the newest generation" in out.stderr
+    assert "Removed 1 generations" in out.stdout
+    assert list(catalog.list_generations(storage, "app.db")) == [newest]
+    tomb = catalog.read_tombstone(storage, "app.db")
+    assert tomb is not None and tomb < layout.generation_time(newest).timestamp()
+    run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
+    assert dump(tmp_path / "r.db") == history["states"][3]
+
+
+def test_rm_keeps_what_a_snapshotless_generation_needs(run: Cli, history: dict,
+                                                       storage: Storage) -> None:
+    newest, oldest = history["gens"]
+    snap = catalog.describe_generation(storage, "app.db", newest).snapshot
+    assert snap is not None
+    storage.delete_many([snap.key])  # as libsql does with SKIP_SNAPSHOT: restores via .dep
+    out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v")
+    assert f"kept {oldest}: generation {newest} has no snapshot" in out.stderr
+    assert "Removed 0 generations" in out.stdout
+    assert len(list(catalog.list_generations(storage, "app.db"))) == 2
+    # and the snapshot-less generation still restores through its parent
+    out = run("--db-name", "app.db", "verify")
+    assert "integrity ok" in out.stdout
+
+
+def test_restore_follows_dep_chain(run: Cli, history: dict, storage: Storage,
+                                   tmp_path: Path) -> None:
+    newest, _ = history["gens"]
+    snap = catalog.describe_generation(storage, "app.db", newest).snapshot
+    assert snap is not None
+    storage.delete_many([snap.key])
+    run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
+    assert dump(tmp_path / "r.db") == history["states"][3]
+
+
+def test_ls_with_thousands_of_generations(run: Cli, storage: Storage) -> None:
+    base = 1_700_000_000 * 10**9
+    gens = [layout.new_generation_id(base + i * 10**9) for i in range(1100)]
+    names = [".meta", ".changecounter", "db.zstd"]
+    keys = [layout.object_key("many", g, n) for g in gens for n in names]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: storage.put(k, b"x"), keys))
+    out = run("--db-name", "many", "ls")
+    listed = [uuid.UUID(line) for line in out.stdout.split()]
+    assert listed == list(reversed(gens))  # newest first, one line each, across pages
+    assert run("--db-name", "many", "ls", "-l", "3").stdout.split() == [
+        str(g) for g in reversed(gens[-3:])]

@@ -1,0 +1,173 @@
+"""Bad input: one clear error line, a non-zero exit, nothing damaged locally or in the bucket."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bottomless_core import catalog
+from bottomless_core.codec import Codec, compress, decompress
+from bottomless_core.seaweed import SeaweedServer
+from bottomless_core.storage import Storage
+from tests.conftest import Cli
+from tests.helpers import insert_rows, open_wal_db
+
+
+def _one_error_line(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _snapshot(storage: Storage) -> dict[str, bytes]:
+    return {o.key: storage.get(o.key) for o in storage.list_objects("")}
+
+
+@pytest.fixture
+def backed_up(run: Cli, tmp_path: Path, storage: Storage) -> Path:
+    """app.db replicated in three batches; the local file is kept."""
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    for i in range(3):
+        insert_rows(conn, 50, start=i * 100)
+        run("-d", str(db), "replicate", "--once")
+    conn.close()
+    return db
+
+
+def test_unreachable_endpoint(run: Cli, backed_up: Path) -> None:
+    before = backed_up.read_bytes()
+    out = run("-e", "http://127.0.0.1:9", "-d", str(backed_up), "ls", code=1,
+              env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
+    _one_error_line(out.stderr, "cannot reach S3 endpoint http://127.0.0.1:9")
+    out = run("-e", "http://127.0.0.1:9", "-d", str(backed_up), "replicate", "--once", code=1,
+              env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
+    _one_error_line(out.stderr, "cannot reach")
+    assert backed_up.read_bytes() == before
+
+
+def test_missing_bucket(run: Cli, backed_up: Path) -> None:
+    for args in (["ls"], ["replicate", "--once"], ["restore", "--force"], ["rm", "-g",
+                 "00000000-0000-7000-8000-000000000000"]):
+        out = run("-b", "no-such-bucket", "-d", str(backed_up), *args, code=1)
+        _one_error_line(out.stderr, "bucket 'no-such-bucket' does not exist")
+
+
+def test_bad_credentials(run: Cli, backed_up: Path, s3: SeaweedServer, storage: Storage) -> None:
+    secret = "definitely-wrong-secret"
+    before = _snapshot(storage)
+    for args in (["ls"], ["replicate", "--once"], ["restore", "--force"]):
+        out = run("-d", str(backed_up), *args, code=1, env={"AWS_SECRET_ACCESS_KEY": secret})
+        _one_error_line(out.stderr, "refused the credentials")
+        assert secret not in out.output and s3.secret_key not in out.output
+    assert _snapshot(storage) == before
+
+
+def test_no_credentials_at_all(run: Cli, backed_up: Path, tmp_path: Path) -> None:
+    env = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None,
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    out = run("-d", str(backed_up), "ls", code=1, env=env)
+    _one_error_line(out.stderr, "no S3 credentials")
+    out = run("-d", str(backed_up), "ls", code=1, env={**env, "AWS_PROFILE": "nobody"})
+    _one_error_line(out.stderr, "AWS profile 'nobody' not found")
+
+
+def test_unknown_generation(run: Cli, backed_up: Path, tmp_path: Path) -> None:
+    unknown = "e4ce6826-0000-7000-8000-000000000000"
+    for args in (["restore", "-g", unknown, "-o", str(tmp_path / "x.db")],
+                 ["rm", "-g", unknown], ["verify", "-g", unknown]):
+        out = run("-d", str(backed_up), *args, code=1)
+        _one_error_line(out.stderr, unknown, "not found")
+    out = run("-d", str(backed_up), "restore", "-g", "not-a-uuid", code=2)
+    _one_error_line(out.stderr, "not a generation id")
+
+
+@pytest.mark.parametrize("args", [["restore", "--utc-time"], ["rm", "--older-than"],
+                                  ["ls", "--newer-than"]])
+def test_unparsable_date(run: Cli, backed_up: Path, args: list[str]) -> None:
+    out = run("-d", str(backed_up), *args, "next tuesday-ish", code=2)
+    _one_error_line(out.stderr, "cannot parse date/time")
+
+
+def test_non_sqlite_file(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("this is not a database\n" * 20)
+    out = run("-d", str(bogus), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, "not an SQLite database")
+    assert bogus.read_text().startswith("this is not")
+    assert not list(storage.list_objects(""))
+    out = run("-d", str(tmp_path / "missing.db"), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, "no such database file")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    out = run("-d", str(empty), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, "empty")
+
+
+def test_rollback_journal_database(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    db = tmp_path / "journal.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    before = db.read_bytes()
+    out = run("-d", str(db), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, "not in WAL mode")
+    assert db.read_bytes() == before
+    assert not db.with_name("journal.db-wal").exists()
+    assert not list(storage.list_objects(""))
+
+
+def _batches(storage: Storage, name: str = "app.db") -> list:
+    gen = next(catalog.list_generations(storage, name))
+    return catalog.describe_generation(storage, name, gen).batches
+
+
+def _corrupt_case(storage: Storage, case: str) -> str:
+    gen = next(catalog.list_generations(storage, "app.db"))
+    g = catalog.describe_generation(storage, "app.db", gen)
+    middle = g.batches[1][1].key
+    if case == "bad zstd":
+        storage.put(middle, b"\x28\xb5\x2f\xfd garbage garbage")
+        return "corrupt zstd"
+    if case == "bad checksum":
+        raw = bytearray(decompress(storage.get(middle), Codec.ZSTD))
+        raw[24 + 2000] ^= 0xFF  # a byte in the first frame's page
+        storage.put(middle, compress(bytes(raw), Codec.ZSTD))
+        return "fails its checksum"
+    if case == "missing batch":
+        storage.delete_many([middle])
+        return "WAL batch missing"
+    if case == "truncated batch":
+        storage.put(middle, storage.get(middle)[:-10])
+        return "truncated zstd"
+    assert g.snapshot is not None
+    storage.put(g.snapshot.key, storage.get(g.snapshot.key)[:-10])
+    return "truncated zstd"
+
+
+@pytest.mark.parametrize("case", ["bad zstd", "bad checksum", "missing batch",
+                                  "truncated batch", "truncated snapshot"])
+def test_corrupt_objects(run: Cli, backed_up: Path, storage: Storage, case: str) -> None:
+    message = _corrupt_case(storage, case)
+    before_bucket = _snapshot(storage)
+    before_local = backed_up.read_bytes()
+    out = run("-d", str(backed_up), "restore", "--force", code=1)
+    _one_error_line(out.stderr, message)
+    assert backed_up.read_bytes() == before_local  # the existing database is untouched
+    assert not [p for p in backed_up.parent.iterdir() if "restoring" in p.name]
+    assert _snapshot(storage) == before_bucket
+    out = run("-d", str(backed_up), "verify", code=1)
+    _one_error_line(out.stderr, message)
+
+
+def test_debug_shows_traceback(run: Cli, tmp_path: Path) -> None:
+    out = run("--debug", "-d", str(tmp_path / "missing.db"), "replicate", "--once", code=1)
+    assert "Traceback" in out.stderr
+    assert "error: " in out.stderr
