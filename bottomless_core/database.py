@@ -7,7 +7,7 @@ import hashlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,32 +57,108 @@ def read_db_header(db_path: Path) -> DbHeader:
     return header
 
 
-@contextlib.contextmanager
-def read_transaction(db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-                     ) -> Iterator[sqlite3.Connection]:
-    """Hold a read transaction: no checkpoint can restart the WAL under frames it can see.
+class ReadLock:
+    """A read transaction that pins the WAL: no checkpoint can restart it under frames that
+    our snapshot can see, and checkpoints copy frames into the main file only up to that
+    snapshot. Never writes; sets no pragma that persists.
 
-    The connection never writes and sets no pragmas that persist. If it is the last connection
-    to close, SQLite checkpoints and removes the WAL; the next run then sees a new WAL and
-    starts a new generation, which loses nothing.
+    If ours is the last connection to close, SQLite checkpoints and removes the WAL; the next
+    run then sees a new WAL and starts a new generation, which loses nothing.
     """
-    uri = f"file:{db_path.resolve()}?mode=rw"
-    try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                               timeout=busy_timeout_ms / 1000, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise LocalDatabaseError(f"{db_path}: cannot open database ({exc})") from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        conn.execute("BEGIN")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        yield conn
-    except sqlite3.DatabaseError as exc:
-        raise LocalDatabaseError(f"{db_path}: {exc}") from None
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        conn.close()
+
+    def __init__(self, db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.db_path = db_path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._held = False
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{self.db_path.resolve()}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                   timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        except sqlite3.Error as exc:
+            raise LocalDatabaseError(f"{self.db_path}: cannot open database ({exc})") from None
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise LocalDatabaseError(f"{self.db_path}: {exc}") from None
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def acquire(self) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
+        if not self._held:
+            self._begin(self._conn)
+            self._held = True
+
+    def renew(self) -> None:
+        """Move the pinned snapshot to the current end of the WAL without ever letting go:
+        a second connection begins before the first one ends."""
+        fresh = self._connect()
+        try:
+            self._begin(fresh)
+        except BaseException:
+            fresh.close()
+            raise
+        old, self._conn, self._held = self._conn, fresh, True
+        if old is not None:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            old.close()
+
+    def release(self) -> None:
+        if self._conn is not None and self._held:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        self._held = False
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run ``PRAGMA wal_checkpoint(mode)`` with the lock released; return SQLite's
+        (busy, WAL frames, frames checkpointed). Re-acquires the lock afterwards."""
+        assert mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
+        self.release()
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            row = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise LocalDatabaseError(f"{self.db_path}: checkpoint failed ({exc})") from None
+        finally:
+            self.acquire()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def close(self) -> None:
+        self.release()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ReadLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class WalPosition:
+    """Where the shipped part of the WAL ends: the next capture starts after it."""
+
+    header_checksum: Checksum
+    frame_count: int
+    checksum: Checksum | None  # chain value after frame_count; None: verify from frame 1
 
 
 @dataclass
@@ -107,12 +183,13 @@ class WalCapture:
         self.frames.close()
 
 
-def capture_wal(path: Path, skip_if: tuple[Checksum, int] | None = None) -> WalCapture:
+def capture_wal(path: Path, resume: WalPosition | None = None) -> WalCapture:
     """Read the WAL once, verifying the chain, and copy out its committed frames.
 
-    ``skip_if=(header checksum, n)``: when the WAL header has that checksum, frames 1..n are
-    verified but not copied (they were shipped before). Reading frame by frame and verifying as
-    it goes makes the copy consistent even if the WAL is restarted while it is being read.
+    With ``resume`` and a WAL header whose checksum matches it, frames 1..resume.frame_count are
+    not copied (they were shipped before); if the chain value there is known, they are not even
+    read. Verifying each frame as it is copied makes the copy consistent even if the WAL is
+    restarted while it is being read: a frame of the new cycle breaks the chain.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - returned
     try:
@@ -124,12 +201,16 @@ def capture_wal(path: Path, skip_if: tuple[Checksum, int] | None = None) -> WalC
             header = parse_wal_header(f.read(WAL_HEADER_SIZE))
         except WalFormatError:
             return WalCapture(None, 0, 0, (0, 0), 0, spool)
-        skip = skip_if[1] if skip_if and skip_if[0] == header.checksum else 0
+        skip = resume.frame_count if resume and resume.header_checksum == header.checksum else 0
         chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
         size = chain.frame_size
         n = count = db_size = 0
-        committed_len = 0
         checksum = header.checksum
+        if skip and resume is not None and resume.checksum is not None:
+            f.seek(WAL_HEADER_SIZE + skip * size)
+            chain.checksum = checksum = resume.checksum
+            n = count = skip
+        committed_len = 0
         while block := f.read(size * WAL_READ_FRAMES):
             mv = memoryview(block)
             stop = False

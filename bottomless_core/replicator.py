@@ -13,20 +13,21 @@ from . import layout
 from .catalog import SHA256_METADATA, Generation, describe_generation, newest_generation
 from .codec import Codec, compress
 from .database import (
+    ReadLock,
     SnapshotFile,
     WalCapture,
+    WalPosition,
     capture_wal,
     compress_snapshot,
     hash_file,
     read_db_header,
-    read_transaction,
     wal_path,
 )
 from .dbheader import DbHeader
 from .errors import NotFoundError
 from .layout import BatchKey, Meta
 from .progress import NoProgress, Progress
-from .storage import Storage
+from .storage import ObjectInfo, Storage
 from .wal import FRAME_HEADER_SIZE
 
 log = logging.getLogger("bottomless.replicator")
@@ -52,7 +53,8 @@ class ReplicateResult:
     frames_shipped: int = 0
     batches_shipped: int = 0
     snapshot_bytes: int = 0
-    last_frame: int = 0
+    last_frame: int = 0  # frames of the generation now in the bucket
+    wal_frames: int = 0  # committed frames in the local WAL
 
     @property
     def uploaded_anything(self) -> bool:
@@ -63,66 +65,164 @@ def default_db_name(db_path: Path) -> str:
     return db_path.name
 
 
+class Replicator:
+    """Ships one database. Remembers what the bucket holds between calls to ``sync``, so a
+    daemon polls the WAL without listing the bucket every second."""
+
+    def __init__(self, db_path: Path, storage: Storage, db_name: str | None = None,
+                 options: ReplicateOptions | None = None) -> None:
+        self.db_path = db_path
+        self.storage = storage
+        self.db_name = db_name or default_db_name(db_path)
+        self.options = options or ReplicateOptions()
+        self.newest: Generation | None = None
+        self._loaded = False
+        self._position: WalPosition | None = None  # end of what we shipped in `newest`
+
+    def sync(self, lock: ReadLock, progress: Progress | None = None) -> ReplicateResult:
+        """Ship everything committed that the bucket lacks. ``lock`` must be held."""
+        progress = progress or NoProgress()
+        assert lock.held, "sync needs the read transaction"
+        if not self._loaded:
+            self.storage.check_bucket()
+            self.newest = _load_newest(self.storage, self.db_name)
+            self._position = None
+            self._loaded = True
+        newest = self.newest
+        db_header = read_db_header(self.db_path)
+        capture = capture_wal(wal_path(self.db_path), self._resume_point())
+        try:
+            decision = _decide(self.db_path, newest, capture, db_header.page_size)
+            if decision.new_generation:
+                if capture.skipped:
+                    capture.close()
+                    capture = capture_wal(wal_path(self.db_path))
+                return self._new_generation(capture, db_header, decision.reason, progress)
+            assert newest is not None
+            return self._continue(newest, capture, db_header, decision.reason, progress)
+        except BaseException:
+            # What the bucket holds is uncertain after a failure half-way: list it again.
+            self._loaded = False
+            raise
+        finally:
+            capture.close()
+
+    def _resume_point(self) -> WalPosition | None:
+        if self._position is not None:
+            return self._position
+        newest = self.newest
+        if newest is not None and newest.meta is not None:
+            return WalPosition(newest.meta.checksum, newest.last_frame, None)
+        return None
+
+    def _new_generation(self, capture: WalCapture, db_header: DbHeader, reason: str,
+                        progress: Progress) -> ReplicateResult:
+        parent = self.newest
+        progress.start("snapshot", self.db_path.stat().st_size)
+        snapshot = compress_snapshot(self.db_path, self.options.codec,
+                                     lambda n: progress.advance("snapshot", n))
+        progress.finish("snapshot")
+        try:
+            gen = layout.new_generation_id(int(self.options.clock() * 1e9),
+                                           newer_than=parent.id if parent else None)
+            meta = Meta(db_header.page_size,
+                        capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
+            snap_info = self._upload_generation(gen, snapshot, meta, db_header, parent,
+                                                progress)
+        finally:
+            snapshot.path.unlink(missing_ok=True)
+        g = Generation(self.db_name, gen, snapshot=snap_info, snapshot_codec=snapshot.codec,
+                       meta=meta, parent=parent.id if parent else None,
+                       change_counter=db_header.change_counter_bytes)
+        self.newest, self._position = g, None
+        result = ReplicateResult(gen, True, reason, snapshot_bytes=snapshot.size,
+                                 wal_frames=capture.frame_count)
+        self._ship(g, capture, result, progress)
+        log.info("db=%s event=generation generation=%s reason=%r snapshot_bytes=%d frames=%d",
+                 self.db_name, gen, reason, snapshot.size, result.frames_shipped)
+        return result
+
+    def _continue(self, g: Generation, capture: WalCapture, db_header: DbHeader, reason: str,
+                  progress: Progress) -> ReplicateResult:
+        result = ReplicateResult(g.id, False, reason, last_frame=g.last_frame,
+                                 wal_frames=capture.frame_count)
+        if capture.header is not None and capture.new_frames > 0:
+            meta = Meta(db_header.page_size, capture.header.checksum)
+            if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
+                self.storage.put(g.key(layout.META), meta.encode())
+                g.meta = meta
+        self._ship(g, capture, result, progress)
+        if result.frames_shipped:
+            log.info("db=%s event=shipped generation=%s frames=%d batches=%d last_frame=%d",
+                     self.db_name, g.id, result.frames_shipped, result.batches_shipped,
+                     result.last_frame)
+        return result
+
+    def _upload_generation(self, gen: uuid.UUID, snapshot: SnapshotFile, meta: Meta,
+                           db_header: DbHeader, parent: Generation | None,
+                           progress: Progress) -> ObjectInfo:
+        """Snapshot first, small objects after: a crash half-way leaves a generation that
+        restores (snapshot alone) or that the next run recognises and completes."""
+        key = layout.object_key(self.db_name, gen, layout.snapshot_name(snapshot.codec))
+        metadata = {SHA256_METADATA: snapshot.sha256}
+        progress.start("upload snapshot", snapshot.size)
+        with open(snapshot.path, "rb") as f:
+            self.storage.upload(key, f, metadata=metadata,
+                                on_progress=lambda n: progress.advance("upload snapshot", n))
+        progress.finish("upload snapshot")
+        self.storage.put(layout.object_key(self.db_name, gen, layout.CHANGE_COUNTER),
+                         db_header.change_counter_bytes)
+        if parent is not None:
+            self.storage.put(layout.object_key(self.db_name, gen, layout.DEPENDENCY),
+                             layout.encode_dependency(parent.id))
+        self.storage.put(layout.object_key(self.db_name, gen, layout.META), meta.encode())
+        return ObjectInfo(key, snapshot.size, None, metadata)
+
+    def _ship(self, g: Generation, capture: WalCapture, result: ReplicateResult,
+              progress: Progress) -> None:
+        """Upload the captured frames as numbered batches, recording each as it lands."""
+        header = capture.header
+        if header is None:
+            return
+        if capture.new_frames > 0:
+            frame_size = FRAME_HEADER_SIZE + header.page_size
+            per_batch = max(1, min(self.options.max_batch_frames,
+                                   self.options.max_batch_bytes // frame_size))
+            first = capture.skipped + 1
+            progress.start("upload frames", capture.new_frames, unit="frames")
+            capture.frames.seek(0)
+            while first <= capture.frame_count:
+                last = min(capture.frame_count, first + per_batch - 1)
+                data = capture.frames.read((last - first + 1) * frame_size)
+                key = BatchKey(first, last, int(self.options.clock()), self.options.codec)
+                obj_key = g.key(key.name)
+                body = compress(data, self.options.codec)
+                self.storage.put(obj_key, body)
+                g.batches.append((key, ObjectInfo(obj_key, len(body))))
+                result.frames_shipped += last - first + 1
+                result.batches_shipped += 1
+                progress.advance("upload frames", last - first + 1)
+                first = last + 1
+            progress.finish("upload frames")
+        result.last_frame = g.last_frame
+        self._position = WalPosition(header.checksum, capture.frame_count, capture.checksum)
+
+
 def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
                    options: ReplicateOptions | None = None,
                    progress: Progress | None = None) -> ReplicateResult:
-    """Ship everything committed locally that the bucket does not have yet.
+    """Ship everything committed locally that the bucket does not have yet (cron mode).
 
     Continues the newest generation when the local WAL provably extends it; otherwise starts a
     new generation from a snapshot taken under a read transaction (see docs/algorithms.md).
     """
-    options = options or ReplicateOptions()
-    progress = progress or NoProgress()
-    db_name = db_name or default_db_name(db_path)
     read_db_header(db_path)
-    storage.check_bucket()
-    newest = _newest(storage, db_name)
-    skip_if = (newest.meta.checksum, newest.last_frame) if newest and newest.meta else None
-
-    with read_transaction(db_path):
-        db_header = read_db_header(db_path)
-        capture = capture_wal(wal_path(db_path), skip_if)
-        decision = _decide(db_path, newest, capture, db_header.page_size)
-        snapshot = None
-        if decision.new_generation:
-            if capture.skipped:
-                capture.close()
-                capture = capture_wal(wal_path(db_path))
-            progress.start("snapshot", db_path.stat().st_size)
-            snapshot = compress_snapshot(db_path, options.codec,
-                                         lambda n: progress.advance("snapshot", n))
-            progress.finish("snapshot")
-    # The read transaction is released: everything below works on private copies.
-    try:
-        if snapshot is not None:
-            gen = layout.new_generation_id(int(options.clock() * 1e9),
-                                           newer_than=newest.id if newest else None)
-            result = ReplicateResult(gen, True, decision.reason, snapshot_bytes=snapshot.size)
-            _upload_generation(storage, db_name, gen, snapshot, capture, db_header, newest,
-                               progress)
-        else:
-            assert newest is not None
-            gen = newest.id
-            result = ReplicateResult(gen, False, decision.reason, last_frame=newest.last_frame)
-            meta = Meta(db_header.page_size,
-                        capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
-            if newest.meta != meta and capture.new_frames:
-                storage.put(layout.object_key(db_name, gen, layout.META), meta.encode())
-        result.frames_shipped, result.batches_shipped = _ship_frames(
-            storage, db_name, gen, capture, options, progress)
-        if result.batches_shipped:
-            result.last_frame = capture.frame_count
-        log.info("%s: generation %s %s, %d frames in %d batches", db_name, gen,
-                 "started" if result.new_generation else "continued", result.frames_shipped,
-                 result.batches_shipped)
-        return result
-    finally:
-        capture.close()
-        if snapshot is not None:
-            snapshot.path.unlink(missing_ok=True)
+    replicator = Replicator(db_path, storage, db_name, options)
+    with ReadLock(db_path) as lock:
+        return replicator.sync(lock, progress)
 
 
-def _newest(storage: Storage, db_name: str) -> Generation | None:
+def _load_newest(storage: Storage, db_name: str) -> Generation | None:
     gen = newest_generation(storage, db_name)
     if gen is None:
         return None
@@ -171,47 +271,3 @@ def _decide(db_path: Path, newest: Generation | None, capture: WalCapture,
         return _Decision(True, "page size changed")
     return _Decision(True, f"local WAL has {capture.frame_count} committed frames, "
                            f"bucket has {last}")
-
-
-def _upload_generation(storage: Storage, db_name: str, gen: uuid.UUID, snapshot: SnapshotFile,
-                       capture: WalCapture, db_header: DbHeader, parent: Generation | None,
-                       progress: Progress) -> None:
-    """Snapshot first, small objects after: a crash leaves a generation restore can still use."""
-    key = layout.object_key(db_name, gen, layout.snapshot_name(snapshot.codec))
-    progress.start("upload snapshot", snapshot.size)
-    with open(snapshot.path, "rb") as f:
-        storage.upload(key, f, metadata={SHA256_METADATA: snapshot.sha256},
-                       on_progress=lambda n: progress.advance("upload snapshot", n))
-    progress.finish("upload snapshot")
-    storage.put(layout.object_key(db_name, gen, layout.CHANGE_COUNTER),
-                db_header.change_counter_bytes)
-    if parent is not None:
-        storage.put(layout.object_key(db_name, gen, layout.DEPENDENCY),
-                    layout.encode_dependency(parent.id))
-    checksum = capture.header.checksum if capture.header else NO_WAL_CHECKSUM
-    storage.put(layout.object_key(db_name, gen, layout.META),
-                Meta(db_header.page_size, checksum).encode())
-
-
-def _ship_frames(storage: Storage, db_name: str, gen: uuid.UUID, capture: WalCapture,
-                 options: ReplicateOptions, progress: Progress) -> tuple[int, int]:
-    """Upload the captured frames as numbered batches; return (frames, batches)."""
-    if capture.header is None or capture.new_frames <= 0:
-        return 0, 0
-    frame_size = FRAME_HEADER_SIZE + capture.header.page_size
-    per_batch = max(1, min(options.max_batch_frames, options.max_batch_bytes // frame_size))
-    first = capture.skipped + 1
-    batches = 0
-    progress.start("upload frames", capture.new_frames, unit="frames")
-    capture.frames.seek(0)
-    while first <= capture.frame_count:
-        last = min(capture.frame_count, first + per_batch - 1)
-        data = capture.frames.read((last - first + 1) * frame_size)
-        key = BatchKey(first, last, int(options.clock()), options.codec)
-        storage.put(layout.object_key(db_name, gen, key.name), compress(data, options.codec))
-        progress.advance("upload frames", last - first + 1)
-        batches += 1
-        first = last + 1
-    progress.finish("upload frames")
-    return capture.new_frames, batches
-
