@@ -13,7 +13,7 @@ from bottomless_core import __version__
 from bottomless_core.errors import BottomlessError
 from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
-from .commands import ls, replicate, restore, rm, verify
+from .commands import ls, replicate, restore, rm, status, verify
 from .context import App
 
 
@@ -73,7 +73,8 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
                   db_name_option=db_name, debug=debug)
 
 
-for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate):
+for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
+                 status.status):
     cli.add_command(_command)
 
 

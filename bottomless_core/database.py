@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -34,7 +35,12 @@ def wal_path(db_path: Path) -> Path:
 
 
 def read_db_header(db_path: Path) -> DbHeader:
-    """Check that ``db_path`` is an SQLite database in WAL mode and return its header."""
+    """Check that ``db_path`` is an SQLite database in WAL mode and return its header.
+
+    Opens and closes the file: call it only while this process holds no SQLite connection to
+    the database (closing any descriptor drops the process's POSIX locks on the file). Under a
+    ReadLock, use ReadLock.db_header().
+    """
     try:
         with open(db_path, "rb") as f:
             head = f.read(DB_HEADER_SIZE)
@@ -44,6 +50,10 @@ def read_db_header(db_path: Path) -> DbHeader:
         raise LocalDatabaseError(f"{db_path}: is a directory, not a database") from None
     except OSError as exc:
         raise LocalDatabaseError(f"{db_path}: cannot read ({exc.strerror})") from None
+    return check_db_header(db_path, head)
+
+
+def check_db_header(db_path: Path, head: bytes) -> DbHeader:
     if not head:
         raise LocalDatabaseError(f"{db_path}: database file is empty")
     try:
@@ -64,6 +74,11 @@ class ReadLock:
 
     If ours is the last connection to close, SQLite checkpoints and removes the WAL; the next
     run then sees a new WAL and starts a new generation, which loses nothing.
+
+    The main database file is read only through ``self.fd``, opened once and closed after the
+    connections: POSIX locks belong to the process, and closing *any* descriptor of the file
+    would silently drop SQLite's SHARED lock (letting another process's close-time checkpoint
+    run in exclusive mode, past our read mark, and delete the WAL).
     """
 
     def __init__(self, db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -71,6 +86,38 @@ class ReadLock:
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._held = False
+        self._fd: int | None = None
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            try:
+                fd = os.open(self.db_path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise LocalDatabaseError(f"{self.db_path}: no such database file") from None
+            except OSError as exc:
+                raise LocalDatabaseError(f"{self.db_path}: cannot open ({exc.strerror})") from None
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise LocalDatabaseError(f"{self.db_path}: is a directory, not a database")
+            self._fd = fd
+        return self._fd
+
+    def db_header(self) -> DbHeader:
+        return check_db_header(self.db_path, os.pread(self.fd, DB_HEADER_SIZE, 0))
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The main database file from its start, read through the long-lived descriptor."""
+        offset = 0
+        while chunk := os.pread(self.fd, size, offset):
+            offset += len(chunk)
+            yield chunk
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for chunk in self.chunks():
+            h.update(chunk)
+        return h.hexdigest()
 
     def _connect(self) -> sqlite3.Connection:
         uri = f"file:{self.db_path.resolve()}?mode=rw"
@@ -96,6 +143,7 @@ class ReadLock:
         return self._held
 
     def acquire(self) -> None:
+        self.db_header()  # never let SQLite open (or create files beside) a non-WAL database
         if self._conn is None:
             self._conn = self._connect()
         if not self._held:
@@ -143,6 +191,9 @@ class ReadLock:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> ReadLock:
         self.acquire()
@@ -233,14 +284,6 @@ def capture_wal(path: Path, resume: WalPosition | None = None) -> WalCapture:
     return WalCapture(header, min(skip, count), count, checksum, db_size, spool)
 
 
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class SnapshotFile:
     """A compressed copy of the main database file, written next to it."""
@@ -252,18 +295,19 @@ class SnapshotFile:
     size: int
 
 
-def compress_snapshot(db_path: Path, codec: Codec,
+def compress_snapshot(lock: ReadLock, codec: Codec,
                       on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
-    """Compress the main database file into a temporary file beside it (call under a read
-    transaction, so no checkpoint rewrites pages the WAL does not also hold)."""
+    """Compress the main database file into a temporary file beside it. The lock must be held:
+    no checkpoint can then write pages that the WAL frames shipped with it do not also hold."""
+    db_path = lock.db_path
     fd, tmp = tempfile.mkstemp(prefix=f".{db_path.name}.", suffix=".snapshot",
                                dir=db_path.parent)
     h = hashlib.sha256()
     raw = 0
     enc = Encoder(codec)
     try:
-        with os.fdopen(fd, "wb") as out, open(db_path, "rb") as src:
-            while chunk := src.read(CHUNK):
+        with os.fdopen(fd, "wb") as out:
+            for chunk in lock.chunks():
                 h.update(chunk)
                 raw += len(chunk)
                 out.write(enc.feed(chunk))

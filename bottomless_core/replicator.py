@@ -19,8 +19,6 @@ from .database import (
     WalPosition,
     capture_wal,
     compress_snapshot,
-    hash_file,
-    read_db_header,
     wal_path,
 )
 from .dbheader import DbHeader
@@ -89,15 +87,16 @@ class Replicator:
             self._position = None
             self._loaded = True
         newest = self.newest
-        db_header = read_db_header(self.db_path)
+        db_header = lock.db_header()
         capture = capture_wal(wal_path(self.db_path), self._resume_point())
         try:
-            decision = _decide(self.db_path, newest, capture, db_header.page_size)
+            decision = _decide(lock, newest, capture, db_header.page_size)
             if decision.new_generation:
                 if capture.skipped:
                     capture.close()
                     capture = capture_wal(wal_path(self.db_path))
-                return self._new_generation(capture, db_header, decision.reason, progress)
+                return self._new_generation(lock, capture, db_header, decision.reason,
+                                            progress)
             assert newest is not None
             return self._continue(newest, capture, db_header, decision.reason, progress)
         except BaseException:
@@ -115,11 +114,11 @@ class Replicator:
             return WalPosition(newest.meta.checksum, newest.last_frame, None)
         return None
 
-    def _new_generation(self, capture: WalCapture, db_header: DbHeader, reason: str,
-                        progress: Progress) -> ReplicateResult:
+    def _new_generation(self, lock: ReadLock, capture: WalCapture, db_header: DbHeader,
+                        reason: str, progress: Progress) -> ReplicateResult:
         parent = self.newest
         progress.start("snapshot", self.db_path.stat().st_size)
-        snapshot = compress_snapshot(self.db_path, self.options.codec,
+        snapshot = compress_snapshot(lock, self.options.codec,
                                      lambda n: progress.advance("snapshot", n))
         progress.finish("snapshot")
         try:
@@ -216,10 +215,15 @@ def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
     Continues the newest generation when the local WAL provably extends it; otherwise starts a
     new generation from a snapshot taken under a read transaction (see docs/algorithms.md).
     """
-    read_db_header(db_path)
     replicator = Replicator(db_path, storage, db_name, options)
-    with ReadLock(db_path) as lock:
+    lock = ReadLock(db_path)
+    try:
+        lock.db_header()  # a bad local file fails before any request
+        storage.check_bucket()  # a bad bucket fails before SQLite opens the database
+        lock.acquire()
         return replicator.sync(lock, progress)
+    finally:
+        lock.close()
 
 
 def _load_newest(storage: Storage, db_name: str) -> Generation | None:
@@ -241,7 +245,7 @@ class _Decision:
     reason: str
 
 
-def _decide(db_path: Path, newest: Generation | None, capture: WalCapture,
+def _decide(lock: ReadLock, newest: Generation | None, capture: WalCapture,
             page_size: int) -> _Decision:
     """Does the local database continue the newest generation, or must a new one start?"""
     if newest is None:
@@ -261,7 +265,7 @@ def _decide(db_path: Path, newest: Generation | None, capture: WalCapture,
         # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
         # snapshot, the current WAL (whatever its salts) applies on top of it.
         digest = newest.snapshot.metadata.get(SHA256_METADATA)
-        if digest and hash_file(db_path) == digest:
+        if digest and lock.sha256() == digest:
             return _Decision(False, "database file unchanged since the newest snapshot")
     if header is None:
         return _Decision(True, "WAL was checkpointed away since the last run")

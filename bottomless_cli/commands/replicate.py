@@ -1,15 +1,44 @@
-"""bottomless-cli replicate: ship the local database's new commits to the bucket."""
+"""bottomless-cli replicate: ship the local database's commits to the bucket (once or always)."""
 
 from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import click
 
 from bottomless_core.codec import Codec
-from bottomless_core.errors import ConfigError
-from bottomless_core.replicator import BATCH_MAX_FRAMES, ReplicateOptions, replicate_once
+from bottomless_core.config import DatabaseConfig, load_config
+from bottomless_core.database import read_db_header
+from bottomless_core.errors import BottomlessError, ConfigError
+from bottomless_core.follower import (
+    CHECKPOINT_PAGES,
+    INTERVAL,
+    Follower,
+    FollowOptions,
+    run_followers,
+)
+from bottomless_core.replicator import (
+    BATCH_MAX_FRAMES,
+    ReplicateOptions,
+    ReplicateResult,
+    Replicator,
+    replicate_once,
+)
+from bottomless_core.storage import Storage, StorageConfig
 
 from ..context import App, pass_app
+from ..logs import setup_daemon_logging, summary_line
 from ..progress import progress_for
+
+log = logging.getLogger("bottomless.cli")
+SUMMARY_EVERY = 60.0  # seconds between status summary log lines
 
 
 def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
@@ -21,36 +50,130 @@ def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
 
 @click.command()
 @click.option("--once", is_flag=True, help="Ship what is committed now, then exit (for cron).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML file listing several databases (instead of -d).")
 @click.option("--compression", envvar="LIBSQL_BOTTOMLESS_COMPRESSION", default="zstd",
               show_default=True, show_envvar=True, callback=_codec,
               help="zstd, gzip or raw, for new snapshots and WAL batches.")
 @click.option("--max-batch-frames", envvar="LIBSQL_BOTTOMLESS_BATCH_MAX_FRAMES",
               default=BATCH_MAX_FRAMES, show_default=True, type=click.IntRange(1),
               help="Most WAL frames in one batch object.")
+@click.option("--interval", default=INTERVAL, show_default=True, type=click.FloatRange(0.05),
+              help="Seconds between WAL polls (daemon).")
+@click.option("--checkpoint-pages", default=CHECKPOINT_PAGES, show_default=True,
+              type=click.IntRange(1), help="Checkpoint when the WAL holds this many frames "
+                                           "(daemon); each checkpoint starts a new generation.")
+@click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
 @pass_app
-def replicate(app: App, once: bool, compression: Codec, max_batch_frames: int) -> None:
-    """Back up the database given with -d.
+def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
+              max_batch_frames: int, interval: float, checkpoint_pages: int,
+              status_file: Path | None) -> None:
+    """Back up the database given with -d (or every database of --config).
 
-    Starts a new generation (snapshot + metadata) when the bucket has none for this database or
-    the local WAL does not continue the newest one; then uploads every committed WAL frame the
-    bucket does not have yet.
+    With --once: start a new generation (snapshot + metadata) when the bucket has none for
+    this database or the local WAL does not continue the newest one, upload every committed
+    WAL frame the bucket lacks, and exit. Without --once: keep doing that every --interval
+    until SIGTERM/SIGINT, holding a read transaction so that no frame is lost to a checkpoint,
+    and checkpointing the database itself. On SIGTERM it ships what is committed and exits 0;
+    a second signal exits at once.
 
     \b
-    Example:
+    Examples:
       bottomless-cli -d app.db replicate --once
+      bottomless-cli -d app.db replicate --interval 1 --status-file /run/bottomless.json
+      bottomless-cli replicate --config /etc/bottomless.toml
     """
-    db = app.require_database()
-    if not once:
-        raise ConfigError("continuous replication is not available yet: use --once (cron)")
-    options = ReplicateOptions(codec=compression, max_batch_frames=max_batch_frames)
-    with progress_for(app.err, app.interactive) as progress:
-        result = replicate_once(db, app.storage, app.db_name, options, progress)
-    if result.new_generation:
-        click.echo(f"new generation {result.generation} ({result.reason}): snapshot "
-                   f"{result.snapshot_bytes} bytes, {result.frames_shipped} frames in "
-                   f"{result.batches_shipped} batches")
-    elif result.batches_shipped:
-        click.echo(f"generation {result.generation}: shipped {result.frames_shipped} frames in "
-                   f"{result.batches_shipped} batches (up to frame {result.last_frame})")
+    if config_file is not None and app.database is not None:
+        raise ConfigError("give either -d/--database or --config, not both")
+    if config_file is not None:
+        defaults = {"endpoint": app.endpoint, "bucket": app.bucket,
+                    "compression": compression.value, "interval": interval,
+                    "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames}
+        databases = load_config(config_file, defaults)
     else:
-        click.echo(f"generation {result.generation}: up to date (frame {result.last_frame})")
+        databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
+                                    app.bucket, compression, interval, checkpoint_pages,
+                                    max_batch_frames=max_batch_frames)]
+    storages: dict[tuple[str | None, str], Storage] = {}
+
+    def storage_for(db: DatabaseConfig) -> Storage:
+        key = (db.endpoint, db.bucket)
+        if key not in storages:
+            storages[key] = Storage(StorageConfig.from_env(db.endpoint, db.bucket))
+        return storages[key]
+
+    if once:
+        for db in databases:
+            options = ReplicateOptions(codec=db.codec, max_batch_frames=db.max_batch_frames)
+            with progress_for(app.err, app.interactive) as progress:
+                result = replicate_once(db.path, storage_for(db), db.db_name, options, progress)
+            click.echo(_describe(db, result, len(databases) > 1))
+        return
+    _daemon(app, databases, storage_for, status_file)
+
+
+def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
+    who = f"{db.db_name}: " if named else ""
+    if result.new_generation:
+        return (f"{who}new generation {result.generation} ({result.reason}): snapshot "
+                f"{result.snapshot_bytes} bytes, {result.frames_shipped} frames in "
+                f"{result.batches_shipped} batches")
+    if result.batches_shipped:
+        return (f"{who}generation {result.generation}: shipped {result.frames_shipped} frames "
+                f"in {result.batches_shipped} batches (up to frame {result.last_frame})")
+    return f"{who}generation {result.generation}: up to date (frame {result.last_frame})"
+
+
+def _daemon(app: App, databases: list[DatabaseConfig], storage_for: Any,
+            status_file: Path | None) -> None:
+    setup_daemon_logging(app.debug)
+    for db in databases:  # fail fast on what retrying cannot fix
+        read_db_header(db.path)
+        storage_for(db).check_bucket()
+    followers = [
+        Follower(Replicator(db.path, storage_for(db), db.db_name,
+                            ReplicateOptions(codec=db.codec, max_batch_frames=db.max_batch_frames)),
+                 FollowOptions(interval=db.interval, checkpoint_pages=db.checkpoint_pages,
+                               emergency_pages=db.emergency_pages))
+        for db in databases]
+    stop = threading.Event()
+    signals_seen = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            os.write(2, b"error: second signal: exiting at once, unshipped frames stay in the "
+                        b"WAL for the next run\n")
+            os._exit(128 + signum)
+        log.info("event=stopping signal=%s: shipping what is committed",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    last_summary = [time.monotonic()]
+
+    def on_tick() -> None:
+        if status_file is not None:
+            _write_status(status_file, followers)
+        if time.monotonic() - last_summary[0] >= SUMMARY_EVERY:
+            last_summary[0] = time.monotonic()
+            for f in followers:
+                log.info(summary_line(f.status))
+
+    log.info("event=started databases=%d pid=%d", len(followers), os.getpid())
+    ok = run_followers(followers, stop, on_tick)
+    for f in followers:
+        log.info(summary_line(f.status))
+    if not ok:
+        raise BottomlessError("stopped with committed frames not shipped (see the log); "
+                              "the next run ships them")
+
+
+def _write_status(path: Path, followers: list[Follower]) -> None:
+    data = {"updated": time.time(), "pid": os.getpid(),
+            "databases": [f.status.as_dict() for f in followers]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)

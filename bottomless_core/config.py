@@ -1,0 +1,100 @@
+"""``replicate --config bottomless.toml``: several databases, each with its own options.
+
+    endpoint = "http://127.0.0.1:9000"   # top-level keys are defaults for every database
+    bucket = "backups"
+    interval = 1.0
+
+    [[databases]]
+    path = "/srv/app/app.db"             # relative paths are relative to this file
+    db_name = "app"                      # optional: the name in the bucket
+
+    [[databases]]
+    path = "/srv/app/audit.db"
+    bucket = "audit-backups"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .codec import Codec
+from .errors import ConfigError
+from .follower import CHECKPOINT_PAGES, EMERGENCY_PAGES, INTERVAL
+from .replicator import BATCH_MAX_FRAMES
+from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
+
+_KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
+         "checkpoint_pages", "emergency_pages", "max_batch_frames"}
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: Path
+    db_name: str
+    endpoint: str | None = DEFAULT_ENDPOINT
+    bucket: str = DEFAULT_BUCKET
+    codec: Codec = Codec.ZSTD
+    interval: float = INTERVAL
+    checkpoint_pages: int = CHECKPOINT_PAGES
+    emergency_pages: int = EMERGENCY_PAGES
+    max_batch_frames: int = BATCH_MAX_FRAMES
+
+
+def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[DatabaseConfig]:
+    """Read and validate a config file; ``defaults`` (from the command line) come first."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    top = {k: v for k, v in data.items() if k != "databases"}
+    _check_keys(path, "top level", top, _KEYS - {"path", "db_name"})
+    entries = data.get("databases")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: needs at least one [[databases]] entry with a path")
+    out = []
+    for i, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ConfigError(f"{path}: [[databases]] entry {i} has no path")
+        _check_keys(path, f"[[databases]] entry {i}", entry, _KEYS)
+        merged = {**(defaults or {}), **top, **entry}
+        db_path = Path(merged["path"])
+        if not db_path.is_absolute():
+            db_path = path.parent / db_path
+        try:
+            out.append(DatabaseConfig(
+                path=db_path,
+                db_name=str(merged.get("db_name") or db_path.name),
+                endpoint=merged.get("endpoint") or None,
+                bucket=str(merged.get("bucket", DEFAULT_BUCKET)),
+                codec=Codec.parse(str(merged.get("compression", "zstd"))),
+                interval=_positive(merged.get("interval", INTERVAL), float),
+                checkpoint_pages=_positive(merged.get("checkpoint_pages", CHECKPOINT_PAGES), int),
+                emergency_pages=_positive(merged.get("emergency_pages", EMERGENCY_PAGES), int),
+                max_batch_frames=_positive(merged.get("max_batch_frames", BATCH_MAX_FRAMES),
+                                           int),
+            ))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None
+    names = [(c.endpoint, c.bucket, c.db_name) for c in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two databases share the same bucket and db_name")
+    return out
+
+
+def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} at {where} "
+                          f"(known: {', '.join(sorted(allowed))})")
+
+
+def _positive(value: Any, kind: type) -> Any:
+    number = kind(value)
+    if number <= 0:
+        raise ValueError(f"{value!r} must be positive")
+    return number
