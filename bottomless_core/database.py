@@ -7,6 +7,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ from .dbheader import DB_HEADER_SIZE, DbHeader, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
 from .wal import (
     WAL_HEADER_SIZE,
+    WAL_INDEX_HEADER_SIZE,
     Checksum,
     FrameChain,
     WalFormatError,
     WalHeader,
+    WalIndexHeader,
     parse_wal_header,
+    parse_wal_index_header,
 )
 
 BUSY_TIMEOUT_MS = 5000  # how long our read transaction waits for a writer's lock (Litestream: 1s)
@@ -32,6 +36,10 @@ SPOOL_MEMORY = 32 << 20  # captured frames stay in memory up to this, then spill
 
 def wal_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + "-wal")
+
+
+def shm_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + "-shm")
 
 
 def read_db_header(db_path: Path) -> DbHeader:
@@ -87,6 +95,7 @@ class ReadLock:
         self._conn: sqlite3.Connection | None = None
         self._held = False
         self._fd: int | None = None
+        self._shm_fd: int | None = None
 
     @property
     def fd(self) -> int:
@@ -112,6 +121,19 @@ class ReadLock:
         while chunk := os.pread(self.fd, size, offset):
             offset += len(chunk)
             yield chunk
+
+    def wal_index(self) -> WalIndexHeader | None:
+        """SQLite's wal-index header, read through a descriptor of the -shm file that stays
+        open until close() (the -shm file carries the WAL read locks: see the class doc)."""
+        if self._shm_fd is None:
+            try:
+                self._shm_fd = os.open(shm_path(self.db_path), os.O_RDONLY)
+            except OSError:
+                return None
+        try:
+            return parse_wal_index_header(os.pread(self._shm_fd, 2 * WAL_INDEX_HEADER_SIZE, 0))
+        except OSError:
+            return None
 
     def sha256(self) -> str:
         h = hashlib.sha256()
@@ -171,18 +193,23 @@ class ReadLock:
                 self._conn.execute("ROLLBACK")
         self._held = False
 
-    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+    def checkpoint(self, mode: str = "RESTART", busy_timeout_ms: int | None = None,
+                   ) -> tuple[int, int, int]:
         """Run ``PRAGMA wal_checkpoint(mode)`` with the lock released; return SQLite's
         (busy, WAL frames, frames checkpointed). Re-acquires the lock afterwards."""
         assert mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
         self.release()
         if self._conn is None:
             self._conn = self._connect()
+        timeout = self.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms
         try:
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
             row = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.DatabaseError as exc:
             raise LocalDatabaseError(f"{self.db_path}: checkpoint failed ({exc})") from None
         finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             self.acquire()
         return int(row[0]), int(row[1]), int(row[2])
 
@@ -191,9 +218,10 @@ class ReadLock:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._shm_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._shm_fd = None
 
     def __enter__(self) -> ReadLock:
         self.acquire()
@@ -234,13 +262,17 @@ class WalCapture:
         self.frames.close()
 
 
-def capture_wal(path: Path, resume: WalPosition | None = None) -> WalCapture:
+def capture_wal(path: Path, resume: WalPosition | None = None,
+                trusted: WalIndexHeader | None = None) -> WalCapture:
     """Read the WAL once, verifying the chain, and copy out its committed frames.
 
     With ``resume`` and a WAL header whose checksum matches it, frames 1..resume.frame_count are
     not copied (they were shipped before); if the chain value there is known, they are not even
-    read. Verifying each frame as it is copied makes the copy consistent even if the WAL is
-    restarted while it is being read: a frame of the new cycle breaks the chain.
+    read. With ``trusted`` (SQLite's wal-index header), frames up to its mx_frame are committed
+    and complete: only their salts are checked, and the last one's stored checksum against the
+    index, instead of recomputing every checksum; any disagreement falls back to full
+    verification. Verifying as it copies keeps the copy consistent even if the WAL is restarted
+    while it is being read: a frame of the new cycle breaks the chain.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - returned
     try:
@@ -261,20 +293,39 @@ def capture_wal(path: Path, resume: WalPosition | None = None) -> WalCapture:
             f.seek(WAL_HEADER_SIZE + skip * size)
             chain.checksum = checksum = resume.checksum
             n = count = skip
+        trusted_upto, trusted_checksum = 0, (0, 0)
+        if (trusted is not None and trusted.salts == header.salts
+                and trusted.page_size == header.page_size
+                and trusted.big_endian == header.big_endian and trusted.mx_frame > n):
+            trusted_upto, trusted_checksum = trusted.mx_frame, trusted.frame_checksum
         committed_len = 0
         while block := f.read(size * WAL_READ_FRAMES):
             mv = memoryview(block)
             stop = False
             for off in range(0, len(mv), size):
                 frame = mv[off:off + size]
-                got = chain.accept(frame)
+                if n < trusted_upto and len(frame) == size:
+                    pgno, commit, s1, s2, c1, c2 = struct.unpack_from(">6I", frame)
+                    if (s1, s2) != header.salts:
+                        trusted_upto = -1
+                    elif n + 1 == trusted_upto:
+                        if (c1, c2) != trusted_checksum or not commit:
+                            trusted_upto = -1
+                        else:
+                            chain.checksum = (c1, c2)
+                    if trusted_upto == -1:  # the index and the file disagree: verify it all
+                        spool.close()
+                        return capture_wal(path, resume, None)
+                    got: tuple[int, int] | None = (pgno, commit)
+                else:
+                    got = chain.accept(frame)
                 if got is None:
                     stop = True
                     break
                 n += 1
                 if n > skip:
                     spool.write(frame)
-                if got[1]:
+                if got[1] and n >= trusted_upto:
                     count, db_size, checksum = n, got[1], chain.checksum
                     committed_len = spool.tell()
             if stop:

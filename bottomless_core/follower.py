@@ -2,9 +2,16 @@
 
 One Follower per database. It holds a read transaction at all times (see database.ReadLock),
 polls the WAL every ``interval`` and ships new committed frames; past ``checkpoint_pages`` it
-checkpoints the database itself, which later starts a new generation. When storage fails it
-keeps the frames (the read transaction stops the WAL from being restarted under them), backs
-off and catches up when storage returns.
+ships everything, releases the read transaction and runs a RESTART checkpoint, so that the
+app's next write starts a new WAL and with it a new generation. When storage fails it keeps
+the frames (the read transaction stops the WAL from being restarted under them), backs off
+and catches up when storage returns.
+
+Why RESTART and not PASSIVE: after a PASSIVE checkpoint the WAL restarts only if some writer
+begins a transaction at a moment when every frame is already copied back; an app that writes
+continuously almost never does, and its WAL grows without bound. RESTART waits (at most
+CHECKPOINT_BUSY_MS, blocking new writers meanwhile) for that moment. Litestream forces it
+instead with a write to a table of its own; we do not write to the user's database.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE
 log = logging.getLogger("bottomless.follower")
 
 INTERVAL = 1.0  # seconds between WAL polls (Litestream's DefaultMonitorInterval)
-CHECKPOINT_PAGES = 1000  # PASSIVE checkpoint past this many WAL frames (as Litestream)
-EMERGENCY_PAGES = 121_359  # ~500 MB of 4 KiB pages: TRUNCATE instead (Litestream's threshold)
+CHECKPOINT_PAGES = 1000  # checkpoint past this many WAL frames (Litestream's MinCheckpointPageN)
+EMERGENCY_PAGES = 121_359  # ~500 MB of 4 KiB pages: TRUNCATE, giving the disk space back
+CHECKPOINT_BUSY_MS = 1000  # the longest our checkpoint waits for (and blocks) app writers
+CHECKPOINT_RETRY_POLLS = 10  # after a busy checkpoint, wait this many polls before another
 WARN_FACTOR = 10  # warn when the WAL holds this many times checkpoint_pages (shipping is stuck)
 FIRST_BACKOFF = 1.0  # seconds before the first retry after a failed sync
 MAX_BACKOFF = 60.0  # cap of the exponential backoff while storage fails
@@ -77,6 +86,7 @@ class Follower:
         self._lock = ReadLock(replicator.db_path)
         self._backoff = 0.0
         self._checkpointed: tuple[object, int] | None = None
+        self._checkpoint_not_before = 0.0
         self._warned = False
 
     def run(self, stop: threading.Event) -> bool:
@@ -130,13 +140,16 @@ class Follower:
 
     def _checkpoint(self) -> None:
         key = (self.status.generation, self.status.wal_frames)
-        if self._checkpointed == key:
-            return  # nothing new since our last checkpoint of this WAL
+        if self._checkpointed == key or time.monotonic() < self._checkpoint_not_before:
+            return  # nothing new since our last checkpoint of this WAL, or backing off
         mode = ("TRUNCATE" if self.status.wal_frames >= self.options.emergency_pages
-                else "PASSIVE")
-        busy, wal, done = self._lock.checkpoint(mode)
+                else "RESTART")
+        busy, wal, done = self._lock.checkpoint(mode, CHECKPOINT_BUSY_MS)
         self._checkpointed = key
         self.status.checkpoints += 1
+        if busy:
+            self._checkpoint_not_before = (time.monotonic()
+                                           + CHECKPOINT_RETRY_POLLS * self.options.interval)
         log.info("db=%s event=checkpoint mode=%s busy=%d wal_frames=%d checkpointed=%d",
                  self.status.db_name, mode, busy, wal, done)
 

@@ -88,13 +88,13 @@ class Replicator:
             self._loaded = True
         newest = self.newest
         db_header = lock.db_header()
-        capture = capture_wal(wal_path(self.db_path), self._resume_point())
+        capture = capture_wal(wal_path(self.db_path), self._resume_point(), lock.wal_index())
         try:
             decision = _decide(lock, newest, capture, db_header.page_size)
             if decision.new_generation:
                 if capture.skipped:
                     capture.close()
-                    capture = capture_wal(wal_path(self.db_path))
+                    capture = capture_wal(wal_path(self.db_path), None, lock.wal_index())
                 return self._new_generation(lock, capture, db_header, decision.reason,
                                             progress)
             assert newest is not None

@@ -217,3 +217,43 @@ def scan_wal(data: bytes | memoryview) -> WalScan:
         if got[1]:
             count, size, checksum = n, got[1], chain.checksum
     return WalScan(header, count, checksum, size)
+
+
+# --- the wal-index (-shm) header ------------------------------------------------------------
+
+WAL_INDEX_HEADER_SIZE = 48  # one copy; SQLite keeps two, back to back, for lock-free reads
+
+
+@dataclass(frozen=True)
+class WalIndexHeader:
+    """SQLite's own record of the WAL (first 48 bytes of the -shm file, native byte order).
+
+    Frames 1..mx_frame are committed and completely written: SQLite publishes this header only
+    after the frames. It lets a reader skip recomputing the checksums of those frames.
+    """
+
+    mx_frame: int
+    page_size: int
+    frame_checksum: Checksum  # checksum of frame mx_frame
+    salts: tuple[int, int]
+    big_endian: bool
+
+
+def parse_wal_index_header(data: bytes) -> WalIndexHeader | None:
+    """Both copies of the header, or None when they differ, are torn or not initialised."""
+    if len(data) < 2 * WAL_INDEX_HEADER_SIZE:
+        return None
+    first = data[:WAL_INDEX_HEADER_SIZE]
+    if first != data[WAL_INDEX_HEADER_SIZE:2 * WAL_INDEX_HEADER_SIZE]:
+        return None  # a writer is updating it right now
+    order = "<" if sys.byteorder == "little" else ">"
+    version, _, _, is_init, big_end, sz_page, mx_frame, _, fc1, fc2 = struct.unpack_from(
+        order + "3IBBH4I", first)
+    c1, c2 = struct.unpack_from(order + "2I", first, 40)
+    if version != WAL_FORMAT_VERSION or is_init != 1:
+        return None
+    if wal_checksum(first[:40], (0, 0), _NATIVE_BIG) != (c1, c2):
+        return None
+    salt1, salt2 = struct.unpack_from(">2I", first, 32)  # copied bytes of the WAL header
+    page_size = 65536 if sz_page == 1 else sz_page
+    return WalIndexHeader(mx_frame, page_size, (fc1, fc2), (salt1, salt2), bool(big_end))

@@ -1,0 +1,284 @@
+"""replicate as a daemon: a writer in another process, app checkpoints, outages, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bottomless_core import catalog
+from bottomless_core.seaweed import SeaweedServer
+from bottomless_core.storage import Storage
+from tests.conftest import Cli
+from tests.helpers import dump, integrity, open_wal_db
+from tests.proxy import Proxy
+
+WRITER = Path(__file__).with_name("writer.py")
+DEADLINE = 60.0
+
+
+def poll(what: str, check: Callable[[], bool], deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, args: list[str], env: dict[str, str], workdir: Path,
+                 options: tuple[str, ...] = (), name: str = "daemon") -> None:
+        self.status_file = workdir / f"{name}.json"
+        self.log = workdir / f"{name}.log"
+        self._log_f = open(self.log, "wb")  # noqa: SIM115 - closed in wait()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bottomless_cli.main", *args, "replicate", "--interval",
+             "0.1", "--status-file", str(self.status_file), *options],
+            env=env, stdout=self._log_f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def status(self) -> list[dict]:
+        try:
+            return json.loads(self.status_file.read_text())["databases"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return []
+
+    def caught_up_after(self, t: float) -> bool:
+        dbs = self.status()
+        return bool(dbs) and all(d["behind_since"] is None and (d["last_success"] or 0) > t
+                                 for d in dbs)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_f.close()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log_f.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def _env(run: Cli, **extra: str) -> dict[str, str]:
+    return {**os.environ, **run.env, **extra}
+
+
+def _writer(db: Path, acked: Path, seconds: float, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WRITER), str(db), str(acked), str(seconds),
+                             *extra])
+
+
+def _acked_ids(acked: Path) -> set[int]:
+    return {int(line) * 10 + k for line in acked.read_text().split() for k in range(10)}
+
+
+def _restored_ids(run: Cli, tmp_path: Path, name: str = "app.db") -> set[int]:
+    out = tmp_path / f"restored-{name}"
+    run("--db-name", name, "restore", "-o", str(out), "--force")
+    assert integrity(out) == "ok"
+    return {row[0] for row in dump(out)["t"]}
+
+
+def _new_db(path: Path) -> None:
+    conn = open_wal_db(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.close()
+
+
+def test_follows_a_writer_and_ships_everything_on_sigterm(run: Cli, tmp_path: Path,
+                                                          daemons: list[Daemon]) -> None:
+    db, acked = tmp_path / "app.db", tmp_path / "acked"
+    _new_db(db)
+    d = Daemon(["-d", str(db)], _env(run), tmp_path)
+    daemons.append(d)
+    poll("daemon start", lambda: bool(d.status()))
+    writer = _writer(db, acked, 3.0)
+    poll("a first ship while the writer runs",
+         lambda: any(s["frames_shipped"] > 0 for s in d.status()))
+    assert writer.poll() is None  # shipping happens while the app writes
+    assert writer.wait(DEADLINE) == 0
+    d.signal()
+    assert d.wait() == 0, d.text()
+    ids = _acked_ids(acked)
+    assert len(ids) > 100
+    assert ids <= _restored_ids(run, tmp_path)
+    assert "event=shipped" in d.text() and "event=stopping" in d.text()
+
+
+def test_killed_writer_loses_nothing_acknowledged(run: Cli, tmp_path: Path,
+                                                  daemons: list[Daemon]) -> None:
+    db, acked = tmp_path / "app.db", tmp_path / "acked"
+    _new_db(db)
+    d = Daemon(["-d", str(db)], _env(run), tmp_path)
+    daemons.append(d)
+    writer = _writer(db, acked, 30.0)
+    poll("commits", lambda: acked.exists() and len(acked.read_text().split()) > 200)
+    writer.kill()  # the application dies mid-write
+    writer.wait()
+    killed_at = time.time()
+    poll("the daemon to catch up", lambda: d.caught_up_after(killed_at))
+    d.signal()
+    assert d.wait() == 0, d.text()
+    assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
+
+
+def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, storage: Storage,
+                                                 daemons: list[Daemon]) -> None:
+    db, acked = tmp_path / "app.db", tmp_path / "acked"
+    _new_db(db)
+    d = Daemon(["-d", str(db)], _env(run), tmp_path)
+    daemons.append(d)
+    writer = _writer(db, acked, 3.0, "--autocheckpoint", "10", "--truncate-every", "40")
+    assert writer.wait(DEADLINE) == 0
+    done = time.time()
+    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    d.signal()
+    assert d.wait() == 0, d.text()
+    assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
+    assert len(list(catalog.list_generations(storage, "app.db"))) >= 1
+
+
+def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, storage: Storage,
+                                                   daemons: list[Daemon]) -> None:
+    db, acked = tmp_path / "app.db", tmp_path / "acked"
+    _new_db(db)
+    d = Daemon(["-d", str(db)], _env(run), tmp_path)
+    daemons.append(d)
+    writer = _writer(db, acked, 3.0, "--autocheckpoint", "0")  # the app never checkpoints
+    assert writer.wait(DEADLINE) == 0
+    done = time.time()
+    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    d.signal()
+    assert d.wait() == 0, d.text()
+    status = json.loads(d.status_file.read_text())["databases"][0]
+    assert status["checkpoints"] >= 1
+    assert len(list(catalog.list_generations(storage, "app.db"))) >= 2
+    assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
+    wal = db.with_name("app.db-wal")
+    assert not wal.exists() or wal.stat().st_size < 5_000 * 4_200  # bounded by our checkpoints
+
+
+def test_outage_retries_and_catches_up(run: Cli, tmp_path: Path, s3: SeaweedServer,
+                                       daemons: list[Daemon]) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db, autocheckpoint=1000)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    proxy = Proxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    try:
+        env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,
+                   LIBSQL_BOTTOMLESS_S3_MAX_RETRIES="0")
+        d = Daemon(["-d", str(db)], env, tmp_path, ("--checkpoint-pages", "5"))
+        daemons.append(d)
+        conn.execute("INSERT INTO t VALUES (1, 'before')")
+        t = time.time()
+        poll("first ship", lambda: d.caught_up_after(t))
+        proxy.down()
+        for i in range(2, 400):
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, "x" * 500))
+        poll("the outage to be noticed",
+             lambda: any(s["last_error"] and s["behind_since"] for s in d.status()))
+        assert "cannot reach" in d.status()[0]["last_error"]
+        proxy.up()
+        back = time.time()
+        poll("catching up", lambda: d.caught_up_after(back))
+        d.signal()
+        assert d.wait() == 0, d.text()
+        log = d.text()
+        assert "event=sync_failed" in log and "event=recovered" in log
+        assert "event=wal_growing" in log  # the WAL cannot be checkpointed during the outage
+        conn.close()
+        assert _restored_ids(run, tmp_path) == set(range(1, 400))
+    finally:
+        proxy.close()
+
+
+def test_signals_during_an_outage(run: Cli, tmp_path: Path, s3: SeaweedServer,
+                                  daemons: list[Daemon]) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    proxy = Proxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    try:
+        for retries, signals, code in (("0", 1, 1), ("8", 2, 128 + signal.SIGTERM)):
+            env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,
+                       LIBSQL_BOTTOMLESS_S3_MAX_RETRIES=retries)
+            proxy.up()
+            d = Daemon(["-d", str(db)], env, tmp_path, name=f"d{signals}")
+            daemons.append(d)
+            poll("start", lambda d=d: d.caught_up_after(0))
+            proxy.down()
+            conn.execute("INSERT INTO t(v) VALUES ('committed during the outage')")
+            d.signal()
+            if signals == 2:  # the final ship is still retrying: a second signal ends it now
+                poll("the first signal", lambda d=d: "event=stopping" in d.text())
+                started = time.monotonic()
+                d.signal()
+                assert d.wait(10) == code
+                assert time.monotonic() - started < 5
+            else:  # the final ship fails: committed frames are left behind -> non-zero exit
+                assert d.wait() == code, d.text()
+                assert "error: stopped with committed frames not shipped" in d.text()
+        conn.close()
+    finally:
+        proxy.close()
+
+
+def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: Storage,
+                                       daemons: list[Daemon]) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    _new_db(a)
+    _new_db(b)
+    config = tmp_path / "bottomless.toml"
+    config.write_text(f'bucket = "{storage.bucket}"\n\n[[databases]]\npath = "a.db"\n\n'
+                      '[[databases]]\npath = "b.db"\ndb_name = "second"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bottomless_cli.main", "replicate", "--config", str(config),
+         "--interval", "0.1", "--status-file", str(tmp_path / "multi.json")],
+        env=_env(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wa = _writer(a, tmp_path / "acked-a", 2.0)
+        wb = _writer(b, tmp_path / "acked-b", 2.0, "--start", "100000")
+        assert wa.wait(DEADLINE) == 0 and wb.wait(DEADLINE) == 0
+        done = time.time()
+
+        def caught_up() -> bool:
+            try:
+                dbs = json.loads((tmp_path / "multi.json").read_text())["databases"]
+            except (FileNotFoundError, json.JSONDecodeError):
+                return False
+            return len(dbs) == 2 and all(x["behind_since"] is None and
+                                         (x["last_success"] or 0) > done for x in dbs)
+
+        poll("both databases to catch up", caught_up)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _acked_ids(tmp_path / "acked-a") <= _restored_ids(run, tmp_path, "a.db")
+    assert _acked_ids(tmp_path / "acked-b") <= _restored_ids(run, tmp_path, "second")
+    out = run("status", "--status-file", str(tmp_path / "multi.json"))
+    assert "second" in out.stdout and "a.db" in out.stdout
