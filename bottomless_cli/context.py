@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 from rich.console import Console
 
 from bottomless_core.errors import ConfigError
+from bottomless_core.layout import parse_generation
 from bottomless_core.storage import Storage, StorageConfig
 
 
@@ -50,3 +52,13 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def parse_generation_option(text: str | None) -> uuid.UUID | None:
+    """A -g/--generation value, or a one-line ConfigError."""
+    if not text:
+        return None
+    try:
+        return parse_generation(text)
+    except ValueError:
+        raise ConfigError(f"not a generation id: {text!r}") from None

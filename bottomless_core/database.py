@@ -280,8 +280,9 @@ def capture_wal(path: Path, resume: WalPosition | None = None,
     except FileNotFoundError:
         return WalCapture(None, 0, 0, (0, 0), 0, spool)
     with f:
+        head = f.read(WAL_HEADER_SIZE)
         try:
-            header = parse_wal_header(f.read(WAL_HEADER_SIZE))
+            header = parse_wal_header(head)
         except WalFormatError:
             return WalCapture(None, 0, 0, (0, 0), 0, spool)
         skip = resume.frame_count if resume and resume.header_checksum == header.checksum else 0
@@ -330,6 +331,14 @@ def capture_wal(path: Path, resume: WalPosition | None = None,
                     committed_len = spool.tell()
             if stop:
                 break
+        if trusted_upto > 0:
+            # A restart rewrites the header before it overwrites any frame. Frames taken on
+            # trust were not checksummed, so if the WAL restarted while we read them (possible
+            # when our read transaction got read-lock 0), read it again, verifying everything.
+            f.seek(0)
+            if f.read(WAL_HEADER_SIZE) != head:
+                spool.close()
+                return capture_wal(path, resume, None)
     spool.truncate(committed_len)
     spool.seek(0)
     return WalCapture(header, min(skip, count), count, checksum, db_size, spool)

@@ -20,7 +20,12 @@ from .catalog import (
 )
 from .codec import CodecError, Decoder, decompress
 from .database import check_sqlite_file
-from .errors import CorruptBackupError, NotFoundError, RestoreRefusedError
+from .errors import (
+    CorruptBackupError,
+    LocalDatabaseError,
+    NotFoundError,
+    RestoreRefusedError,
+)
 from .progress import NoProgress, Progress
 from .storage import Storage
 from .wal import FRAME_HEADER_SIZE, FrameChain
@@ -87,32 +92,47 @@ def restore(storage: Storage, db_name: str, target: Path, *,
     directory = target.parent
     if verify_only and not directory.is_dir():
         directory = Path(tempfile.gettempdir())
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring", dir=directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring",
+                                        dir=directory)
+    except OSError as exc:
+        raise LocalDatabaseError(f"{directory}: cannot write there ({exc.strerror})") from None
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "r+b") as out:
-            _download_snapshot(storage, chain[0], out, progress)
-            _replay(storage, chain, out, utc_time, result, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        result.integrity, header = check_sqlite_file(tmp)
-        result.page_size, result.change_counter = header.page_size, header.change_counter
-        result.pages = header.page_count or (tmp.stat().st_size // max(header.page_size, 1))
-        if result.integrity != "ok":
-            raise CorruptBackupError(f"restored database fails integrity_check: "
-                                     f"{result.integrity}")
-        if verify_only:
-            return result
-        _refuse_overwrite(target, force)
-        for suffix in ("-wal", "-shm"):  # a stale WAL would be replayed over the restored file
-            target.with_name(target.name + suffix).unlink(missing_ok=True)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        result.path = target
-        return result
+        return _restore_into(storage, chain, tmp, fd, target, utc_time, result, force,
+                             verify_only, progress)
+    except OSError as exc:  # local disk: full, read-only, vanished directory...
+        raise LocalDatabaseError(f"{target}: restore failed writing locally "
+                                 f"({exc.strerror or exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _restore_into(storage: Storage, chain: list[Generation], tmp: Path, fd: int, target: Path,
+                  utc_time: datetime | None, result: RestoreResult, force: bool,
+                  verify_only: bool, progress: Progress) -> RestoreResult:
+    """Build the database in ``tmp``, check it, then swap it in (unless verify_only)."""
+    with os.fdopen(fd, "r+b") as out:
+        _download_snapshot(storage, chain[0], out, progress)
+        _replay(storage, chain, out, utc_time, result, progress)
+        out.flush()
+        os.fsync(out.fileno())
+    result.integrity, header = check_sqlite_file(tmp)
+    result.page_size, result.change_counter = header.page_size, header.change_counter
+    result.pages = header.page_count or (tmp.stat().st_size // max(header.page_size, 1))
+    if result.integrity != "ok":
+        raise CorruptBackupError(f"restored database fails integrity_check: "
+                                 f"{result.integrity}")
+    if verify_only:
+        return result
+    _refuse_overwrite(target, force)
+    for suffix in ("-wal", "-shm"):  # a stale WAL would be replayed over the restored file
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    result.path = target
+    return result
 
 
 def _refuse_overwrite(target: Path, force: bool) -> None:
@@ -182,7 +202,8 @@ def _replay(storage: Storage, chain: list[Generation], out: IO[bytes],
             raise CorruptBackupError(f"generation {g.id} has WAL batches but no .meta")
         plan.append((g, batches))
     total = sum(k.last - k.first + 1 for _, bs in plan for k, _ in bs)
-    progress.start("replay frames", total, unit="frames")
+    if total:
+        progress.start("replay frames", total, unit="frames")
     db_pages = 0
     for g, batches in plan:
         if not batches:

@@ -17,7 +17,7 @@ from bottomless_core import catalog
 from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage
 from tests.conftest import Cli
-from tests.helpers import dump, integrity, open_wal_db
+from tests.helpers import dump, insert_rows, integrity, open_wal_db
 from tests.proxy import Proxy
 
 WRITER = Path(__file__).with_name("writer.py")
@@ -114,8 +114,8 @@ def test_follows_a_writer_and_ships_everything_on_sigterm(run: Cli, tmp_path: Pa
     _new_db(db)
     d = Daemon(["-d", str(db)], _env(run), tmp_path)
     daemons.append(d)
-    poll("daemon start", lambda: bool(d.status()))
-    writer = _writer(db, acked, 3.0)
+    poll("daemon start", lambda: d.caught_up_after(0))
+    writer = _writer(db, acked, 4.0)
     poll("a first ship while the writer runs",
          lambda: any(s["frames_shipped"] > 0 for s in d.status()))
     assert writer.poll() is None  # shipping happens while the app writes
@@ -172,9 +172,14 @@ def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, sto
     assert writer.wait(DEADLINE) == 0
     done = time.time()
     poll("the daemon to catch up", lambda: d.caught_up_after(done))
-    poll("the daemon's own checkpoint", lambda: d.status()[0]["checkpoints"] >= 1)
-    before = len(list(catalog.list_generations(storage, "app.db")))
+    assert d.status()[0]["checkpoints"] >= 1  # the WAL passed 300 frames while the app wrote
+    # With no writer running, push the WAL past the threshold once more and wait for the
+    # daemon's checkpoint of it: the app's next write must then start a new generation.
+    checkpoints = d.status()[0]["checkpoints"]
     conn = open_wal_db(db)
+    insert_rows(conn, 400, start=10**8, size=4000)
+    poll("a checkpoint by the daemon", lambda: d.status()[0]["checkpoints"] > checkpoints)
+    before = len(list(catalog.list_generations(storage, "app.db")))
     conn.execute("INSERT INTO t VALUES (-1, 'after the checkpoint')")  # restarts the WAL
     conn.close()
     poll("a new generation after the checkpoint",
@@ -182,7 +187,7 @@ def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, sto
     d.signal()
     assert d.wait() == 0, d.text()
     assert "mode=RESTART" in d.text()
-    assert _acked_ids(acked) | {-1} <= _restored_ids(run, tmp_path)
+    assert _acked_ids(acked) | {-1, 10**8 + 399} <= _restored_ids(run, tmp_path)
 
 
 def test_outage_retries_and_catches_up(run: Cli, tmp_path: Path, s3: SeaweedServer,

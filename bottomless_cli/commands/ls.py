@@ -10,10 +10,8 @@ import click
 from bottomless_core import layout
 from bottomless_core.catalog import describe_generation, list_generations
 from bottomless_core.dates import parse_utc_time
-from bottomless_core.errors import ConfigError
-from bottomless_core.layout import parse_generation
 
-from ..context import App, pass_app
+from ..context import App, parse_generation_option, pass_app
 from ..render import generation_facts, generations_table
 
 
@@ -42,13 +40,8 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
     after = parse_utc_time(newer_than) if newer_than else None
     storage = app.storage
     storage.check_bucket()
-    if generation:
-        try:
-            gens = iter([parse_generation(generation)])
-        except ValueError:
-            raise ConfigError(f"not a generation id: {generation!r}") from None
-    else:
-        gens = list_generations(storage, app.db_name)
+    wanted = parse_generation_option(generation)
+    gens = iter([wanted]) if wanted is not None else list_generations(storage, app.db_name)
     selected = (g for g in gens
                 if (before is None or layout.generation_time(g) < before)
                 and (after is None or layout.generation_time(g) > after))

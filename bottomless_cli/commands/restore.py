@@ -8,11 +8,10 @@ import click
 
 from bottomless_core.dates import parse_utc_time
 from bottomless_core.errors import ConfigError
-from bottomless_core.layout import parse_generation
 from bottomless_core.restore import RestoreResult
 from bottomless_core.restore import restore as restore_database
 
-from ..context import App, pass_app
+from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
 
 
@@ -28,12 +27,7 @@ def utc_time_option(f):
 
 def run_restore(app: App, target: Path, generation: str | None, utc_time: str | None,
                 force: bool, verify_only: bool) -> RestoreResult:
-    gen = None
-    if generation:
-        try:
-            gen = parse_generation(generation)
-        except ValueError:
-            raise ConfigError(f"not a generation id: {generation!r}") from None
+    gen = parse_generation_option(generation)
     when = parse_utc_time(utc_time) if utc_time else None
     if gen is not None and when is not None:
         raise ConfigError("give either --generation or --utc-time, not both")

@@ -7,10 +7,9 @@ import click
 from bottomless_core import layout
 from bottomless_core.dates import parse_utc_time
 from bottomless_core.errors import ConfigError
-from bottomless_core.layout import parse_generation
 from bottomless_core.retention import plan_removal, remove_generations
 
-from ..context import App, pass_app
+from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
 
 
@@ -36,12 +35,7 @@ def rm(app: App, generation: str | None, older_than: str | None, verbose: bool,
     """
     if (generation is None) == (older_than is None):
         raise ConfigError("give exactly one of -g/--generation and --older-than")
-    gen = None
-    if generation:
-        try:
-            gen = parse_generation(generation)
-        except ValueError:
-            raise ConfigError(f"not a generation id: {generation!r}") from None
+    gen = parse_generation_option(generation)
     when = parse_utc_time(older_than) if older_than else None
     storage = app.storage
     storage.check_bucket()
