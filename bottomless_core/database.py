@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,20 +43,39 @@ def shm_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + "-shm")
 
 
-def read_db_header(db_path: Path) -> DbHeader:
-    """Check that ``db_path`` is an SQLite database in WAL mode and return its header.
+_KEPT_FDS: dict[tuple[int, int], int] = {}
+_KEPT_LOCK = threading.Lock()
 
-    Opens and closes the file: call it only while this process holds no SQLite connection to
-    the database (closing any descriptor drops the process's POSIX locks on the file). Under a
-    ReadLock, use ReadLock.db_header().
+
+def kept_fd(path: Path) -> int:
+    """A read-only descriptor of ``path`` that this process shares and never closes.
+
+    POSIX locks belong to a process, and closing *any* descriptor of a file drops all of the
+    process's locks on it: SQLite's SHARED lock on the database, the WAL read locks on -shm,
+    for every connection in the process (ours, and an application's when this library runs
+    inside it). SQLite itself keeps such descriptors open for the same reason. Costs one
+    descriptor per database file (and -shm file) per process.
     """
+    st = os.stat(path)
+    with _KEPT_LOCK:
+        fd = _KEPT_FDS.get((st.st_dev, st.st_ino))
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            opened = os.fstat(fd)
+            # If the path was replaced in between, this is another file's descriptor: keep it
+            # under that file's key (closing it would be the very thing we avoid).
+            fd = _KEPT_FDS.setdefault((opened.st_dev, opened.st_ino), fd)
+        return fd
+
+
+def read_db_header(db_path: Path) -> DbHeader:
+    """Check that ``db_path`` is an SQLite database in WAL mode and return its header."""
     try:
-        with open(db_path, "rb") as f:
-            head = f.read(DB_HEADER_SIZE)
+        if stat.S_ISDIR(os.stat(db_path).st_mode):
+            raise LocalDatabaseError(f"{db_path}: is a directory, not a database")
+        head = os.pread(kept_fd(db_path), DB_HEADER_SIZE, 0)
     except FileNotFoundError:
         raise LocalDatabaseError(f"{db_path}: no such database file") from None
-    except IsADirectoryError:
-        raise LocalDatabaseError(f"{db_path}: is a directory, not a database") from None
     except OSError as exc:
         raise LocalDatabaseError(f"{db_path}: cannot read ({exc.strerror})") from None
     return check_db_header(db_path, head)
@@ -83,10 +103,8 @@ class ReadLock:
     If ours is the last connection to close, SQLite checkpoints and removes the WAL; the next
     run then sees a new WAL and starts a new generation, which loses nothing.
 
-    The main database file is read only through ``self.fd``, opened once and closed after the
-    connections: POSIX locks belong to the process, and closing *any* descriptor of the file
-    would silently drop SQLite's SHARED lock (letting another process's close-time checkpoint
-    run in exclusive mode, past our read mark, and delete the WAL).
+    The main database file and -shm are read only through kept_fd() descriptors, never
+    opened and closed (see kept_fd: that would drop every connection's locks in the process).
     """
 
     def __init__(self, db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
@@ -94,46 +112,29 @@ class ReadLock:
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._held = False
-        self._fd: int | None = None
-        self._shm_fd: int | None = None
 
     @property
     def fd(self) -> int:
-        if self._fd is None:
-            try:
-                fd = os.open(self.db_path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise LocalDatabaseError(f"{self.db_path}: no such database file") from None
-            except OSError as exc:
-                raise LocalDatabaseError(f"{self.db_path}: cannot open ({exc.strerror})") from None
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise LocalDatabaseError(f"{self.db_path}: is a directory, not a database")
-            self._fd = fd
-        return self._fd
+        read_db_header(self.db_path)  # a clear error for a missing file or a directory
+        return kept_fd(self.db_path)
 
     def db_header(self) -> DbHeader:
-        return check_db_header(self.db_path, os.pread(self.fd, DB_HEADER_SIZE, 0))
+        return read_db_header(self.db_path)
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """The main database file from its start, read through the long-lived descriptor."""
-        offset = 0
-        while chunk := os.pread(self.fd, size, offset):
+        """The main database file from its start."""
+        fd, offset = self.fd, 0
+        while chunk := os.pread(fd, size, offset):
             offset += len(chunk)
             yield chunk
 
     def wal_index(self) -> WalIndexHeader | None:
-        """SQLite's wal-index header, read through a descriptor of the -shm file that stays
-        open until close() (the -shm file carries the WAL read locks: see the class doc)."""
-        if self._shm_fd is None:
-            try:
-                self._shm_fd = os.open(shm_path(self.db_path), os.O_RDONLY)
-            except OSError:
-                return None
+        """SQLite's wal-index header (the start of -shm), or None if there is none yet."""
         try:
-            return parse_wal_index_header(os.pread(self._shm_fd, 2 * WAL_INDEX_HEADER_SIZE, 0))
+            data = os.pread(kept_fd(shm_path(self.db_path)), 2 * WAL_INDEX_HEADER_SIZE, 0)
         except OSError:
             return None
+        return parse_wal_index_header(data)
 
     def sha256(self) -> str:
         h = hashlib.sha256()
@@ -218,10 +219,6 @@ class ReadLock:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        for fd in (self._fd, self._shm_fd):
-            if fd is not None:
-                os.close(fd)
-        self._fd = self._shm_fd = None
 
     def __enter__(self) -> ReadLock:
         self.acquire()

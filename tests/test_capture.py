@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from bottomless_core.database import ReadLock, WalPosition, capture_wal, wal_path
+from bottomless_core.replicator import replicate_once
+from bottomless_core.storage import Storage
 from tests.helpers import insert_rows, open_wal_db
 
 
-def _live_db(tmp_path: Path) -> tuple[Path, object]:
+def _live_db(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
     db = tmp_path / "live.db"
     conn = open_wal_db(db)
     for i in range(8):
@@ -58,4 +63,27 @@ def test_frames_after_the_index_are_verified(tmp_path: Path) -> None:
         got = capture_wal(wal_path(db), None, index)
         assert got.frame_count > index.mx_frame
         assert got.frame_count == capture_wal(wal_path(db)).frame_count
+    conn.close()
+
+
+def _other_process_opens_and_closes(db: Path) -> None:
+    code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT count(*) FROM t').fetchone(); c.close()")
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True)
+
+
+def test_replicating_in_process_keeps_the_apps_locks(tmp_path: Path, storage: Storage) -> None:
+    """POSIX drops all of a process's locks on a file when any descriptor of it closes. If the
+    library closed its descriptors, the app's SHARED lock would be gone, and another process's
+    close-time checkpoint would delete the WAL under the app (and under our read mark)."""
+    db, conn = _live_db(tmp_path)
+    replicate_once(db, storage)
+    replicate_once(db, storage)
+    _other_process_opens_and_closes(db)
+    assert wal_path(db).exists() and wal_path(db).stat().st_size > 0
+    # the check is sensitive: the same sequence after a plain open()/close() loses the WAL
+    with open(db, "rb") as f:
+        f.read(100)
+    _other_process_opens_and_closes(db)
+    assert not wal_path(db).exists()
     conn.close()
