@@ -136,6 +136,17 @@ class ReadLock:
             return None
         return parse_wal_index_header(data)
 
+    def fingerprint(self) -> tuple[int, int, int, bytes]:
+        """Changes whenever anything writes to the main file: its size and times, plus the
+        wal-index header and nBackfill (file times are coarse, a checkpoint moves these)."""
+        st = os.fstat(self.fd)
+        try:
+            shm_fd = kept_fd(shm_path(self.db_path))
+            index = os.pread(shm_fd, WAL_INDEX_HEADER_SIZE, 0) + os.pread(shm_fd, 4, 96)
+        except OSError:
+            index = b""
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns, index
+
     def sha256(self) -> str:
         h = hashlib.sha256()
         for chunk in self.chunks():

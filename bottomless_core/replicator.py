@@ -76,6 +76,9 @@ class Replicator:
         self.newest: Generation | None = None
         self._loaded = False
         self._position: WalPosition | None = None  # end of what we shipped in `newest`
+        # ReadLock.fingerprint() of the main file when its content was last known to equal the
+        # newest snapshot: lets a daemon skip re-hashing an idle database every poll.
+        self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
 
     def sync(self, lock: ReadLock, progress: Progress | None = None) -> ReplicateResult:
         """Ship everything committed that the bucket lacks. ``lock`` must be held."""
@@ -90,7 +93,8 @@ class Replicator:
         db_header = lock.db_header()
         capture = capture_wal(wal_path(self.db_path), self._resume_point(), lock.wal_index())
         try:
-            decision = _decide(lock, newest, capture, db_header.page_size)
+            decision = _decide(newest, capture, db_header.page_size,
+                               lambda: self._matches_snapshot(lock))
             if decision.new_generation:
                 if capture.skipped:
                     capture.close()
@@ -102,9 +106,25 @@ class Replicator:
         except BaseException:
             # What the bucket holds is uncertain after a failure half-way: list it again.
             self._loaded = False
+            self._same_as_snapshot = None
             raise
         finally:
             capture.close()
+
+    def _matches_snapshot(self, lock: ReadLock) -> bool:
+        """Is the main file byte for byte the newest snapshot (hashing only when it moved)?"""
+        newest = self.newest
+        digest = newest.snapshot.metadata.get(SHA256_METADATA) if newest and newest.snapshot \
+            else None
+        if not digest:
+            return False
+        before = lock.fingerprint()
+        if before == self._same_as_snapshot:
+            return True
+        if lock.sha256() != digest:
+            return False
+        self._same_as_snapshot = before if lock.fingerprint() == before else None
+        return True
 
     def _resume_point(self) -> WalPosition | None:
         if self._position is not None:
@@ -118,9 +138,12 @@ class Replicator:
                         reason: str, progress: Progress) -> ReplicateResult:
         parent = self.newest
         progress.start("snapshot", self.db_path.stat().st_size)
+        before = lock.fingerprint()
         snapshot = compress_snapshot(lock, self.options.codec,
                                      lambda n: progress.advance("snapshot", n))
         progress.finish("snapshot")
+        # Only an empty WAL guarantees no checkpoint wrote into the file during the copy.
+        same = before if capture.frame_count == 0 and lock.fingerprint() == before else None
         try:
             gen = layout.new_generation_id(int(self.options.clock() * 1e9),
                                            newer_than=parent.id if parent else None)
@@ -133,7 +156,7 @@ class Replicator:
         g = Generation(self.db_name, gen, snapshot=snap_info, snapshot_codec=snapshot.codec,
                        meta=meta, parent=parent.id if parent else None,
                        change_counter=db_header.change_counter_bytes)
-        self.newest, self._position = g, None
+        self.newest, self._position, self._same_as_snapshot = g, None, same
         result = ReplicateResult(gen, True, reason, snapshot_bytes=snapshot.size,
                                  wal_frames=capture.frame_count)
         self._ship(g, capture, result, progress)
@@ -245,8 +268,8 @@ class _Decision:
     reason: str
 
 
-def _decide(lock: ReadLock, newest: Generation | None, capture: WalCapture,
-            page_size: int) -> _Decision:
+def _decide(newest: Generation | None, capture: WalCapture, page_size: int,
+            matches_snapshot: Callable[[], bool]) -> _Decision:
     """Does the local database continue the newest generation, or must a new one start?"""
     if newest is None:
         return _Decision(True, "no generation in the bucket yet")
@@ -261,12 +284,10 @@ def _decide(lock: ReadLock, newest: Generation | None, capture: WalCapture,
             and meta.checksum == header.checksum and header.page_size == page_size
             and capture.frame_count >= last):
         return _Decision(False, "local WAL continues the newest generation")
-    if last == 0:
-        # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
-        # snapshot, the current WAL (whatever its salts) applies on top of it.
-        digest = newest.snapshot.metadata.get(SHA256_METADATA)
-        if digest and lock.sha256() == digest:
-            return _Decision(False, "database file unchanged since the newest snapshot")
+    # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
+    # snapshot, the current WAL (whatever its salts) applies on top of it.
+    if last == 0 and matches_snapshot():
+        return _Decision(False, "database file unchanged since the newest snapshot")
     if header is None:
         return _Decision(True, "WAL was checkpointed away since the last run")
     if meta is None or meta.checksum != header.checksum:
