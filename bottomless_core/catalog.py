@@ -28,11 +28,6 @@ def newest_generation(storage: Storage, db_name: str) -> uuid.UUID | None:
     return next(list_generations(storage, db_name), None)
 
 
-def generation_exists(storage: Storage, db_name: str, gen: uuid.UUID) -> bool:
-    prefix = layout.generation_prefix(db_name, gen)
-    return next(storage.list_objects(prefix), None) is not None
-
-
 def read_tombstone(storage: Storage, db_name: str) -> int | None:
     """Unix seconds at or before which every generation counts as deleted, if any."""
     data = storage.get_optional(layout.tombstone_key(db_name))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-import io
 import zlib
-from collections.abc import Callable, Iterable, Iterator
 
 import zstandard
 
@@ -113,52 +111,3 @@ def decompress(data: bytes, codec: Codec) -> bytes:
     dec.finish()
     return out
 
-
-class CompressingReader(io.RawIOBase):
-    """A readable stream of the compressed form of ``chunks`` (for streaming uploads).
-
-    ``on_raw`` sees every uncompressed chunk (hashing, progress) before it is compressed.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], codec: Codec,
-                 on_raw: Callable[[bytes], None] | None = None) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._enc = Encoder(codec)
-        self._on_raw = on_raw
-        self._buf = bytearray()
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _fill(self, want: int) -> None:
-        while not self._done and len(self._buf) < want:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._buf += self._enc.finish()
-                self._done = True
-            else:
-                if self._on_raw:
-                    self._on_raw(chunk)
-                self._buf += self._enc.feed(chunk)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            self._fill(1 << 62)
-            size = len(self._buf)
-        else:
-            self._fill(size)
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
-        return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def file_chunks(f: io.BufferedIOBase, size: int = CHUNK) -> Iterator[bytes]:
-    """Read a binary file to its end in chunks."""
-    while chunk := f.read(size):
-        yield chunk

@@ -24,6 +24,3 @@ def parse_utc_time(text: str) -> datetime:
                               "(examples: 2024-05-01, 2024-05-01T08:00:00Z)") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
-
-def click_datetime(value: str | None) -> datetime | None:
-    return None if value is None else parse_utc_time(value)

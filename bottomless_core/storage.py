@@ -35,6 +35,8 @@ TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 <<
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",
                "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "403"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "Throttling",
+                      "ThrottlingException", "RequestTimeout", "500", "502", "503", "504"}
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class Storage:
                                    f"at {where} ({code})") from None
             if code in _NOT_FOUND_CODES:
                 raise NotFoundError(f"{what}: no such object") from None
+            if code in _UNAVAILABLE_CODES:
+                raise StorageError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
+                                   f"{self.config.max_attempts} attempts") from None
             raise StorageError(f"S3 error during {what}: {code}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise StorageError(f"S3 request failed during {what}: {type(exc).__name__}") from None
@@ -226,14 +231,11 @@ class Storage:
                 sink(chunk)
         return total
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
-            if_none_match: bool = False) -> None:
-        """Write a small object; ``if_none_match`` makes it a conditional create."""
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Write a small object in one request."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
         if metadata:
             kwargs["Metadata"] = metadata
-        if if_none_match:
-            kwargs["IfNoneMatch"] = "*"
         with self._errors(f"writing {key}"):
             self._client.put_object(**kwargs)
 

@@ -70,3 +70,58 @@ class Proxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+class Throttler:
+    """An HTTP front for the S3 server that answers the first ``failures`` requests with
+    ``503 SlowDown`` (then closes the connection) and passes everything else through."""
+
+    def __init__(self, target_port: int, failures: int) -> None:
+        self.target_port = target_port
+        self.failures = failures
+        self.injected = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with self._lock:
+            fail = self.injected < self.failures
+            if fail:
+                self.injected += 1
+        if not fail:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=Proxy._pump, args=(None, a, b), daemon=True).start()
+            return
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                head += chunk
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                    b"<Message>Please reduce your request rate.</Message></Error>")
+            client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                           b"Content-Length: " + str(len(body)).encode() +
+                           b"\r\nConnection: close\r\n\r\n" + body)
+        client.close()

@@ -8,8 +8,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -125,8 +125,8 @@ def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
     return f"{who}generation {result.generation}: up to date (frame {result.last_frame})"
 
 
-def _daemon(app: App, databases: list[DatabaseConfig], storage_for: Any,
-            status_file: Path | None) -> None:
+def _daemon(app: App, databases: list[DatabaseConfig],
+            storage_for: Callable[[DatabaseConfig], Storage], status_file: Path | None) -> None:
     setup_daemon_logging(app.debug)
     for db in databases:  # fail fast on what retrying cannot fix
         read_db_header(db.path)
