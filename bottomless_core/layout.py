@@ -137,10 +137,16 @@ class BatchKey:
 
 
 def snapshot_codec(name: str) -> Codec | None:
-    """The codec of a snapshot object name (``db.zstd``...), or None."""
+    """The codec of a snapshot object name (``db.zstd``...), or None.
+
+    ``db.db`` is read as uncompressed too: libSQL writes ``db.raw`` but its restore looks for
+    ``db.db``, so either may exist in a bucket.
+    """
     stem, _, ext = name.partition(".")
     if stem != SNAPSHOT_STEM:
         return None
+    if ext == "db":
+        return Codec.RAW
     try:
         return Codec.from_extension(ext)
     except ValueError:

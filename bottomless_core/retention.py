@@ -94,7 +94,8 @@ def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = 
 def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
                        progress: Progress | None = None) -> RemovalResult:
     """Carry out a plan: tombstone first (so a crash never leaves a half-deleted generation
-    restorable), then every object of every removed generation in batched deletes."""
+    restorable), then every object of every removed generation in batched deletes, then the
+    tombstone goes again."""
     progress = progress or NoProgress()
     result = RemovalResult()
     if plan.tombstone is not None:
@@ -109,4 +110,8 @@ def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
         result.generations += 1
         progress.advance("remove generations", 1)
     progress.finish("remove generations")
+    if plan.tombstone is not None:
+        # As libSQL does: the tombstone marks a removal in progress; once every object is gone
+        # it has done its job, and left behind it would refuse later restores of kept ones.
+        storage.delete_many([layout.tombstone_key(db_name)])
     return result

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog, layout
+from bottomless_core.errors import NotFoundError
 from bottomless_core.replicator import ReplicateOptions, replicate_once
+from bottomless_core.restore import choose_generation
+from bottomless_core.retention import plan_removal, remove_generations
 from bottomless_core.storage import Storage
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
@@ -121,18 +124,40 @@ def test_rm_generation_verbose(run: Cli, history: dict, storage: Storage) -> Non
     assert not list(storage.list_objects(layout.generation_prefix("app.db", oldest)))
 
 
-def test_rm_older_than_keeps_newest_and_writes_tombstone(run: Cli, history: dict,
-                                                         storage: Storage,
-                                                         tmp_path: Path) -> None:
+def test_rm_older_than_keeps_newest(run: Cli, history: dict, storage: Storage,
+                                    tmp_path: Path) -> None:
     newest = history["gens"][0]
     out = run("--db-name", "app.db", "rm", "--older-than", "2030-01-01", "-v")
     assert f"kept {newest}: it is the newest generation" in out.stderr
     assert "Removed 1 generations" in out.stdout
     assert list(catalog.list_generations(storage, "app.db")) == [newest]
-    tomb = catalog.read_tombstone(storage, "app.db")
-    assert tomb is not None and tomb < layout.generation_time(newest).timestamp()
+    assert catalog.read_tombstone(storage, "app.db") is None  # removed once the work is done
     run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
     assert dump(tmp_path / "r.db") == history["states"][3]
+
+
+def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: Storage) -> None:
+    """A crash half-way through rm --older-than: the half-deleted generation is refused."""
+    newest, oldest = history["gens"]
+    plan = plan_removal(storage, "app.db", older_than=datetime(2030, 1, 1, tzinfo=UTC))
+    assert plan.remove == [oldest] and plan.tombstone is not None
+
+    class Crash(Exception):
+        pass
+
+    def crash(keys: object) -> int:
+        raise Crash
+
+    storage.delete_many = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        remove_generations(storage, "app.db", plan)
+    tomb = catalog.read_tombstone(storage, "app.db")
+    assert tomb is not None
+    assert layout.generation_time(oldest).timestamp() <= tomb
+    assert tomb < layout.generation_time(newest).timestamp()
+    with pytest.raises(NotFoundError, match="tombstone"):
+        choose_generation(storage, "app.db", oldest)
+    assert choose_generation(storage, "app.db") == newest
 
 
 def test_rm_keeps_what_a_snapshotless_generation_needs(run: Cli, history: dict,

@@ -70,6 +70,7 @@ def test_snapshot_names() -> None:
     assert layout.snapshot_name(Codec.ZSTD) == "db.zstd"
     assert layout.snapshot_name(Codec.GZIP) == "db.gz"
     assert layout.snapshot_codec("db.raw") is Codec.RAW
+    assert layout.snapshot_codec("db.db") is Codec.RAW  # what libSQL's restore looks for
     assert layout.snapshot_codec("db.bz2") is None
 
 
