@@ -23,6 +23,10 @@ class StorageError(BottomlessError):
     """The object store failed or refused a request."""
 
 
+class BucketNotFoundError(StorageError):
+    """The bucket does not exist."""
+
+
 class NotFoundError(BottomlessError):
     """A generation or object that was asked for does not exist."""
 

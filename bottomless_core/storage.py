@@ -18,7 +18,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .errors import ConfigError, NotFoundError, StorageError
+from .errors import BucketNotFoundError, ConfigError, NotFoundError, StorageError
 
 DEFAULT_ENDPOINT = "http://localhost:9000"
 DEFAULT_BUCKET = "bottomless"
@@ -143,7 +143,7 @@ class Storage:
             code = str(err.get("Code", "")) or str(
                 exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
             if code == "NoSuchBucket":
-                raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
+                raise self._missing_bucket() from None
             if code in _AUTH_CODES:
                 raise StorageError(f"S3 refused the credentials for bucket {self.bucket!r} "
                                    f"at {where} ({code})") from None
@@ -158,14 +158,24 @@ class Storage:
 
     # --- bucket -----------------------------------------------------------------------------
 
+    def _missing_bucket(self) -> BucketNotFoundError:
+        where = self.config.endpoint or "AWS S3"
+        return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {where}")
+
     def check_bucket(self) -> None:
         """Fail early, with a clear message, if the bucket is missing or not ours to use."""
         try:
             with self._errors(f"checking bucket {self.bucket!r}"):
                 self._client.head_bucket(Bucket=self.bucket)
         except NotFoundError:
-            where = self.config.endpoint or "AWS S3"
-            raise StorageError(f"bucket {self.bucket!r} does not exist at {where}") from None
+            raise self._missing_bucket() from None
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (an explicit choice: a typo must not create one)."""
+        try:
+            self.check_bucket()
+        except BucketNotFoundError:
+            self.create_bucket()
 
     def create_bucket(self) -> None:
         with self._errors(f"creating bucket {self.bucket!r}"):

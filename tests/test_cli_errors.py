@@ -58,6 +58,18 @@ def test_missing_bucket(run: Cli, backed_up: Path) -> None:
         _one_error_line(out.stderr, "bucket 'no-such-bucket' does not exist")
 
 
+def test_create_bucket_only_when_asked(run: Cli, tmp_path: Path, s3: SeaweedServer) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 5)
+    out = run("-b", "fresh-bucket-1", "-d", str(db), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, "does not exist")
+    run("-b", "fresh-bucket-1", "-d", str(db), "replicate", "--once", "--create-bucket")
+    out = run("-b", "fresh-bucket-1", "-d", str(db), "ls")
+    assert len(out.stdout.split()) == 1
+    conn.close()
+
+
 def test_bad_credentials(run: Cli, backed_up: Path, s3: SeaweedServer, storage: Storage) -> None:
     secret = "definitely-wrong-secret"
     before = _snapshot(storage)

@@ -65,10 +65,12 @@ def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
                                            "(daemon); each checkpoint starts a new generation.")
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
+@click.option("--create-bucket", is_flag=True,
+              help="Create the bucket if it does not exist (otherwise that is an error).")
 @pass_app
 def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
               max_batch_frames: int, interval: float, checkpoint_pages: int,
-              status_file: Path | None) -> None:
+              status_file: Path | None, create_bucket: bool) -> None:
     """Back up the database given with -d (or every database of --config).
 
     With --once: start a new generation (snapshot + metadata) when the bucket has none for
@@ -101,6 +103,8 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
         key = (db.endpoint, db.bucket)
         if key not in storages:
             storages[key] = Storage(StorageConfig.from_env(db.endpoint, db.bucket))
+            if create_bucket:
+                storages[key].ensure_bucket()
         return storages[key]
 
     if once:
