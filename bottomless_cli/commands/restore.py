@@ -14,15 +14,11 @@ from bottomless_core.restore import restore as restore_database
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
 
-
-def generation_option(f):
-    return click.option("-g", "--generation", help="Generation id (default: the newest).")(f)
-
-
-def utc_time_option(f):
-    return click.option("-u", "--utc-time",
-                        help="Restore the newest state committed at or before this UTC time "
-                             "(e.g. 2024-05-01T08:00:00).")(f)
+generation_option = click.option("-g", "--generation",
+                                 help="Generation id (default: the newest).")
+utc_time_option = click.option("-u", "--utc-time",
+                               help="Restore the newest state committed at or before this UTC "
+                                    "time (e.g. 2024-05-01T08:00:00).")
 
 
 def run_restore(app: App, target: Path, generation: str | None, utc_time: str | None,
