@@ -32,7 +32,8 @@ def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = 
     """Which generations ``rm -g`` / ``rm --older-than`` may delete, and which must stay.
 
     A generation stays while a generation that stays has no snapshot of its own and restores
-    through it (its .dep chain). ``--older-than`` never removes the newest generation.
+    through it (its .dep chain). ``--older-than`` never removes the newest generation, and also
+    removes what the tombstone of an interrupted earlier removal covers.
     """
     all_gens = list(list_generations(storage, db_name))  # newest first
     plan = RemovalPlan()
@@ -42,7 +43,12 @@ def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = 
                                 f"{storage.bucket!r}")
         candidates = [generation]
     elif older_than is not None:
-        candidates = [g for g in all_gens if layout.generation_time(g) < older_than]
+        # A tombstone left by an interrupted removal covers half-deleted generations: finish
+        # them too, since this run deletes the tombstone when it is done.
+        existing = read_tombstone(storage, db_name)
+        candidates = [g for g in all_gens if layout.generation_time(g) < older_than
+                      or (existing is not None
+                          and layout.generation_time(g).timestamp() <= existing)]
         if all_gens and candidates and candidates[0] == all_gens[0]:
             candidates.pop(0)
             plan.keep.append((all_gens[0], "it is the newest generation"))
@@ -81,13 +87,14 @@ def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = 
         # Generations created at or before the tombstone count as deleted: keep it below every
         # generation that was not asked to go.
         tomb = math.floor(older_than.timestamp())
+        if existing is not None:
+            tomb = max(tomb, existing)
         asked = set(candidates)
         for g in all_gens:
             created = layout.generation_time(g).timestamp()
             if g not in asked and created <= tomb:
                 tomb = math.ceil(created) - 1
-        existing = read_tombstone(storage, db_name)
-        plan.tombstone = tomb if existing is None else max(tomb, existing)
+        plan.tombstone = tomb
     return plan
 
 

@@ -158,6 +158,13 @@ def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: Storage) ->
     with pytest.raises(NotFoundError, match="tombstone"):
         choose_generation(storage, "app.db", oldest)
     assert choose_generation(storage, "app.db") == newest
+    # a later rm with an earlier date finishes the interrupted one before lifting the tombstone
+    del storage.delete_many
+    plan = plan_removal(storage, "app.db", older_than=datetime(2000, 1, 1, tzinfo=UTC))
+    assert plan.remove == [oldest]
+    remove_generations(storage, "app.db", plan)
+    assert list(catalog.list_generations(storage, "app.db")) == [newest]
+    assert catalog.read_tombstone(storage, "app.db") is None
 
 
 def test_rm_keeps_what_a_snapshotless_generation_needs(run: Cli, history: dict,
