@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +30,14 @@ from .errors import (
     NotFoundError,
     RestoreRefusedError,
 )
+from .layout import BatchKey
 from .progress import NoProgress, Progress
-from .storage import Storage
+from .storage import ObjectInfo, Storage
 from .wal import FRAME_HEADER_SIZE, FrameChain
 
 MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
 PENDING_MEMORY = 32 << 20  # an unfinished transaction's frames stay in memory up to this
+PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
 
 
 @dataclass
@@ -186,7 +192,7 @@ def _replay(storage: Storage, chain: list[Generation], out: IO[bytes],
             utc_time: datetime | None, result: RestoreResult, progress: Progress) -> None:
     """Apply every generation's batches in order: whole transactions only, checksums verified."""
     cutoff = utc_time.timestamp() if utc_time is not None else None
-    plan: list[tuple[Generation, list]] = []
+    plan: list[tuple[Generation, list[tuple[BatchKey, ObjectInfo]]]] = []
     for g in chain:
         batches = []
         expected = 1
@@ -213,9 +219,9 @@ def _replay(storage: Storage, chain: list[Generation], out: IO[bytes],
         chain_check = FrameChain(page_size, g.meta.checksum)
         frame_size = FRAME_HEADER_SIZE + page_size
         with tempfile.SpooledTemporaryFile(max_size=PENDING_MEMORY) as pending:
-            for key, obj in batches:
+            for (key, obj), body in zip(batches, _prefetch(storage, batches), strict=True):
                 try:
-                    data = decompress(storage.get(obj.key), key.codec)
+                    data = decompress(body, key.codec)
                 except CodecError as exc:
                     raise CorruptBackupError(f"{obj.key}: {exc}") from None
                 count = key.last - key.first + 1
@@ -241,6 +247,26 @@ def _replay(storage: Storage, chain: list[Generation], out: IO[bytes],
         if db_pages:
             out.truncate(db_pages * page_size)
     progress.finish("replay frames")
+
+
+def _prefetch(storage: Storage, batches: list[tuple[BatchKey, ObjectInfo]]) -> Iterator[bytes]:
+    """The batches' bodies in order, with up to PREFETCH downloads in flight: a daemon's
+    generation can hold hundreds of small batches, and S3 round trips dominate."""
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="restore-get") as pool:
+        window: deque[Future[bytes]] = deque()
+        todo = iter(batches)
+        try:
+            for _, obj in itertools.islice(todo, PREFETCH):
+                window.append(pool.submit(storage.get, obj.key))
+            while window:
+                body = window.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append(pool.submit(storage.get, nxt[1].key))
+                yield body
+        finally:
+            for f in window:
+                f.cancel()
 
 
 def _apply(pending: IO[bytes], out: IO[bytes], page_size: int) -> int:

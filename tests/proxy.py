@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class Proxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, latency: float = 0.0) -> None:
         self.target_port = target_port
+        self.latency = latency  # seconds added to every request (client -> server data)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._up = threading.Event()
@@ -57,12 +59,14 @@ class Proxy:
                 continue
             with self._guard:
                 self._open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, delay in ((client, upstream, self.latency), (upstream, client, 0.0)):
+                threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
         try:
             while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)  # simulated network latency, not synchronisation
                 dst.sendall(data)
         except OSError:
             pass
@@ -110,7 +114,8 @@ class Throttler:
         if not fail:
             upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=Proxy._pump, args=(None, a, b), daemon=True).start()
+                threading.Thread(target=Proxy._pump, args=(None, a, b, 0.0),
+                                 daemon=True).start()
             return
         head = b""
         with contextlib.suppress(OSError):
