@@ -12,8 +12,8 @@ from bottomless_core.follower import FollowerStatus
 
 def setup_daemon_logging(debug: bool) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     if sys.stderr.isatty():
         handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=debug)
         handler.setFormatter(logging.Formatter("%(message)s"))

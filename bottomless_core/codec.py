@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import zlib
+from typing import Any
 
 import zstandard
 
@@ -48,6 +49,7 @@ class Encoder:
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
+        self._obj: Any = None  # zstd or zlib compressobj: both have compress() and flush()
         if codec is Codec.ZSTD:
             self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         elif codec is Codec.GZIP:
@@ -71,7 +73,7 @@ class Decoder:
         self._obj = self._new()
         self._started = False
 
-    def _new(self):
+    def _new(self) -> Any:  # zstd or zlib decompressobj (or None for raw)
         if self.codec is Codec.ZSTD:
             return zstandard.ZstdDecompressor().decompressobj()
         if self.codec is Codec.GZIP:
