@@ -68,14 +68,22 @@ def kept_fd(path: Path) -> int:
         return fd
 
 
-def read_db_header(db_path: Path) -> DbHeader:
-    """Check that ``db_path`` is an SQLite database in WAL mode and return its header."""
+def db_fd(db_path: Path) -> int:
+    """kept_fd() of a database file, with one clear error when it cannot be one."""
     try:
         if stat.S_ISDIR(os.stat(db_path).st_mode):
             raise LocalDatabaseError(f"{db_path}: is a directory, not a database")
-        head = os.pread(kept_fd(db_path), DB_HEADER_SIZE, 0)
+        return kept_fd(db_path)
     except FileNotFoundError:
         raise LocalDatabaseError(f"{db_path}: no such database file") from None
+    except OSError as exc:
+        raise LocalDatabaseError(f"{db_path}: cannot read ({exc.strerror})") from None
+
+
+def read_db_header(db_path: Path) -> DbHeader:
+    """Check that ``db_path`` is an SQLite database in WAL mode and return its header."""
+    try:
+        head = os.pread(db_fd(db_path), DB_HEADER_SIZE, 0)
     except OSError as exc:
         raise LocalDatabaseError(f"{db_path}: cannot read ({exc.strerror})") from None
     return check_db_header(db_path, head)
@@ -115,8 +123,7 @@ class ReadLock:
 
     @property
     def fd(self) -> int:
-        read_db_header(self.db_path)  # a clear error for a missing file or a directory
-        return kept_fd(self.db_path)
+        return db_fd(self.db_path)
 
     def db_header(self) -> DbHeader:
         return read_db_header(self.db_path)
@@ -177,12 +184,13 @@ class ReadLock:
         return self._held
 
     def acquire(self) -> None:
+        if self._held:
+            return
         self.db_header()  # never let SQLite open (or create files beside) a non-WAL database
         if self._conn is None:
             self._conn = self._connect()
-        if not self._held:
-            self._begin(self._conn)
-            self._held = True
+        self._begin(self._conn)
+        self._held = True
 
     def renew(self) -> None:
         """Move the pinned snapshot to the current end of the WAL without ever letting go:
