@@ -22,8 +22,8 @@ from typing import Any
 
 from .codec import Codec
 from .errors import ConfigError
-from .follower import CHECKPOINT_PAGES, EMERGENCY_PAGES, INTERVAL
-from .replicator import BATCH_MAX_FRAMES
+from .follower import CHECKPOINT_PAGES, EMERGENCY_PAGES, INTERVAL, FollowOptions
+from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
 from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
 _KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
@@ -41,6 +41,13 @@ class DatabaseConfig:
     checkpoint_pages: int = CHECKPOINT_PAGES
     emergency_pages: int = EMERGENCY_PAGES
     max_batch_frames: int = BATCH_MAX_FRAMES
+
+    def replicate_options(self) -> ReplicateOptions:
+        return ReplicateOptions(codec=self.codec, max_batch_frames=self.max_batch_frames)
+
+    def follow_options(self) -> FollowOptions:
+        return FollowOptions(interval=self.interval, checkpoint_pages=self.checkpoint_pages,
+                             emergency_pages=self.emergency_pages)
 
 
 def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[DatabaseConfig]:

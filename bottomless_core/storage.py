@@ -125,7 +125,7 @@ class Storage:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        where = self.config.endpoint or "AWS S3"
+        where = self.where
         try:
             yield
         except botocore.exceptions.NoCredentialsError:
@@ -158,9 +158,13 @@ class Storage:
 
     # --- bucket -----------------------------------------------------------------------------
 
+    @property
+    def where(self) -> str:
+        """The endpoint, as error messages name it."""
+        return self.config.endpoint or "AWS S3"
+
     def _missing_bucket(self) -> BucketNotFoundError:
-        where = self.config.endpoint or "AWS S3"
-        return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {where}")
+        return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {self.where}")
 
     def check_bucket(self) -> None:
         """Fail early, with a clear message, if the bucket is missing or not ours to use."""

@@ -21,12 +21,10 @@ from bottomless_core.follower import (
     CHECKPOINT_PAGES,
     INTERVAL,
     Follower,
-    FollowOptions,
     run_followers,
 )
 from bottomless_core.replicator import (
     BATCH_MAX_FRAMES,
-    ReplicateOptions,
     ReplicateResult,
     Replicator,
     replicate_once,
@@ -109,9 +107,9 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
 
     if once:
         for db in databases:
-            options = ReplicateOptions(codec=db.codec, max_batch_frames=db.max_batch_frames)
             with progress_for(app.err, app.interactive) as progress:
-                result = replicate_once(db.path, storage_for(db), db.db_name, options, progress)
+                result = replicate_once(db.path, storage_for(db), db.db_name,
+                                        db.replicate_options(), progress)
             click.echo(_describe(db, result, len(databases) > 1))
         return
     _daemon(app, databases, storage_for, status_file)
@@ -135,12 +133,9 @@ def _daemon(app: App, databases: list[DatabaseConfig],
     for db in databases:  # fail fast on what retrying cannot fix
         read_db_header(db.path)
         storage_for(db).check_bucket()
-    followers = [
-        Follower(Replicator(db.path, storage_for(db), db.db_name,
-                            ReplicateOptions(codec=db.codec, max_batch_frames=db.max_batch_frames)),
-                 FollowOptions(interval=db.interval, checkpoint_pages=db.checkpoint_pages,
-                               emergency_pages=db.emergency_pages))
-        for db in databases]
+    followers = [Follower(Replicator(db.path, storage_for(db), db.db_name,
+                                     db.replicate_options()), db.follow_options())
+                 for db in databases]
     stop = threading.Event()
     signals_seen = []
 
