@@ -32,9 +32,8 @@ def main() -> None:
         result = replicate_once(db, storage, options=ReplicateOptions(max_batch_frames=1))
         conn.close()
         times = {}
-        port = int(server.endpoint.rsplit(":", 1)[1])
         for latency in (0.0, 0.02):
-            proxy = Proxy(port, latency)
+            proxy = Proxy(server.port, latency)
             remote = Storage(StorageConfig(proxy.endpoint, storage.bucket, "us-east-1",
                                            server.access_key, server.secret_key))
             for prefetch in (1, PREFETCH):

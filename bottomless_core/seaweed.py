@@ -113,6 +113,11 @@ class SeaweedServer:
         self.stop()
         raise RuntimeError(f"no answer on {self.endpoint} within {START_TIMEOUT:.0f}s")
 
+    @property
+    def port(self) -> int:
+        """The S3 port (what a proxy in front of the server forwards to)."""
+        return int(self.endpoint.rsplit(":", 1)[1])
+
     def _answers(self) -> bool:
         try:
             urllib.request.urlopen(self.endpoint + "/", timeout=1)
@@ -134,8 +139,7 @@ class SeaweedServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if self.endpoint:
-            port = self.endpoint.rsplit(":", 1)[1]
-            Path(f"/tmp/seaweedfs-s3-{port}.sock").unlink(missing_ok=True)
+            Path(f"/tmp/seaweedfs-s3-{self.port}.sock").unlink(missing_ok=True)
         if self._own_dir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""A TCP proxy on 127.0.0.1 in front of the S3 server, which a test can cut (an outage)."""
+"""TCP fronts for the S3 server: one a test can cut (an outage) or slow down (latency), one
+that answers the first requests with 503 SlowDown (throttling)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 
 
 class Proxy:
+    """Forwards 127.0.0.1:port to the S3 server; ``down()`` cuts it, ``up()`` restores it."""
+
     def __init__(self, target_port: int, latency: float = 0.0) -> None:
         self.target_port = target_port
         self.latency = latency  # seconds added to every request (client -> server data)
@@ -49,20 +52,26 @@ class Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            if not self._up.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._guard:
-                self._open.update((client, upstream))
-            for a, b, delay in ((client, upstream, self.latency), (upstream, client, 0.0)):
-                threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
+            self._handle(client)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
+    def _handle(self, client: socket.socket) -> None:
+        if self._up.is_set():
+            self._forward(client)
+        else:
+            client.close()
+
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        with self._guard:
+            self._open.update((client, upstream))
+        for a, b, delay in ((client, upstream, self.latency), (upstream, client, 0.0)):
+            threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
         try:
             while data := src.recv(65536):
                 if delay:
@@ -76,47 +85,28 @@ class Proxy:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-class Throttler:
-    """An HTTP front for the S3 server that answers the first ``failures`` requests with
-    ``503 SlowDown`` (then closes the connection) and passes everything else through."""
+class Throttler(Proxy):
+    """Answers the first ``failures`` requests with ``503 SlowDown`` (then closes the
+    connection) and forwards everything else."""
 
     def __init__(self, target_port: int, failures: int) -> None:
-        self.target_port = target_port
         self.failures = failures
         self.injected = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._count_lock = threading.Lock()
+        super().__init__(target_port)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._closed = True
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        with self._lock:
+    def _handle(self, client: socket.socket) -> None:
+        with self._count_lock:
             fail = self.injected < self.failures
             if fail:
                 self.injected += 1
-        if not fail:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=Proxy._pump, args=(None, a, b, 0.0),
-                                 daemon=True).start()
-            return
+        if fail:
+            threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
+        else:
+            self._forward(client)
+
+    @staticmethod
+    def _slow_down(client: socket.socket) -> None:
         head = b""
         with contextlib.suppress(OSError):
             while b"\r\n\r\n" not in head:

@@ -195,7 +195,7 @@ def test_outage_retries_and_catches_up(run: Cli, tmp_path: Path, s3: SeaweedServ
     db = tmp_path / "app.db"
     conn = open_wal_db(db, autocheckpoint=1000)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    proxy = Proxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    proxy = Proxy(s3.port)
     try:
         env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,
                    LIBSQL_BOTTOMLESS_S3_MAX_RETRIES="0")
@@ -229,7 +229,7 @@ def test_signals_during_an_outage(run: Cli, tmp_path: Path, s3: SeaweedServer,
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    proxy = Proxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    proxy = Proxy(s3.port)
     try:
         for retries, signals, code in (("0", 1, 1), ("8", 2, 128 + signal.SIGTERM)):
             env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,

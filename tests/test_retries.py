@@ -14,7 +14,7 @@ def test_slowdown_is_retried(run: Cli, tmp_path: Path, s3: SeaweedServer) -> Non
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 100)
-    throttler = Throttler(int(s3.endpoint.rsplit(":", 1)[1]), failures=3)
+    throttler = Throttler(s3.port, failures=3)
     try:
         run("-e", throttler.endpoint, "-d", str(db), "replicate", "--once")
         assert throttler.injected == 3  # three 503s answered, and still a success
@@ -32,7 +32,7 @@ def test_persistent_slowdown_is_one_clear_error(run: Cli, tmp_path: Path,
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 10)
-    throttler = Throttler(int(s3.endpoint.rsplit(":", 1)[1]), failures=10**6)
+    throttler = Throttler(s3.port, failures=10**6)
     try:
         result = run("-e", throttler.endpoint, "-d", str(db), "replicate", "--once", code=1,
                      env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "2"})
