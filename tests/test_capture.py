@@ -6,11 +6,15 @@ import dataclasses
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from bottomless_core.database import ReadLock, WalPosition, capture_wal, wal_path
 from bottomless_core.replicator import replicate_once
 from bottomless_core.storage import Storage
+from bottomless_core.wal import WalIndexHeader
 from tests.helpers import insert_rows, open_wal_db
 
 
@@ -22,48 +26,48 @@ def _live_db(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
     return db, conn
 
 
-def test_index_fast_path_matches_full_verification(tmp_path: Path) -> None:
-    db, conn = _live_db(tmp_path)
-    with ReadLock(db) as lock:
-        index = lock.wal_index()
-        assert index is not None and index.mx_frame > 50
-        full = capture_wal(wal_path(db))
-        fast = capture_wal(wal_path(db), None, index)
-        assert (fast.frame_count, fast.checksum) == (full.frame_count, full.checksum)
-        assert fast.frames.read() == full.frames.read()
-        # resuming from a known point copies only what follows
-        mid = WalPosition(full.header.checksum, 10, None)
-        part = capture_wal(wal_path(db), mid, index)
-        assert part.skipped == 10 and part.frame_count == full.frame_count
-    conn.close()
-
-
-def test_index_that_disagrees_is_not_trusted(tmp_path: Path) -> None:
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Path, sqlite3.Connection, WalIndexHeader]]:
+    """A database with an open app connection, our read lock held, and SQLite's wal-index."""
     db, conn = _live_db(tmp_path)
     with ReadLock(db) as lock:
         index = lock.wal_index()
         assert index is not None
-        lying = dataclasses.replace(index, frame_checksum=(1, 2))
-        full = capture_wal(wal_path(db))
-        got = capture_wal(wal_path(db), None, lying)
-        assert (got.frame_count, got.checksum) == (full.frame_count, full.checksum)
-        # an index claiming more frames than the file holds is not believed either
-        longer = dataclasses.replace(index, mx_frame=index.mx_frame + 5)
-        got = capture_wal(wal_path(db), None, longer)
-        assert got.frame_count <= full.frame_count
+        yield db, conn, index
     conn.close()
 
 
-def test_frames_after_the_index_are_verified(tmp_path: Path) -> None:
-    db, conn = _live_db(tmp_path)
-    with ReadLock(db) as lock:
-        index = lock.wal_index()
-        assert index is not None
-        insert_rows(conn, 20, start=5000)  # committed after the index was read
-        got = capture_wal(wal_path(db), None, index)
-        assert got.frame_count > index.mx_frame
-        assert got.frame_count == capture_wal(wal_path(db)).frame_count
-    conn.close()
+def test_index_fast_path_matches_full_verification(live: tuple) -> None:
+    db, _, index = live
+    assert index.mx_frame > 50
+    full = capture_wal(wal_path(db))
+    fast = capture_wal(wal_path(db), None, index)
+    assert (fast.frame_count, fast.checksum) == (full.frame_count, full.checksum)
+    assert fast.frames.read() == full.frames.read()
+    # resuming from a known point copies only what follows
+    mid = WalPosition(full.header.checksum, 10, None)
+    part = capture_wal(wal_path(db), mid, index)
+    assert part.skipped == 10 and part.frame_count == full.frame_count
+
+
+def test_index_that_disagrees_is_not_trusted(live: tuple) -> None:
+    db, _, index = live
+    lying = dataclasses.replace(index, frame_checksum=(1, 2))
+    full = capture_wal(wal_path(db))
+    got = capture_wal(wal_path(db), None, lying)
+    assert (got.frame_count, got.checksum) == (full.frame_count, full.checksum)
+    # an index claiming more frames than the file holds is not believed either
+    longer = dataclasses.replace(index, mx_frame=index.mx_frame + 5)
+    got = capture_wal(wal_path(db), None, longer)
+    assert got.frame_count <= full.frame_count
+
+
+def test_frames_after_the_index_are_verified(live: tuple) -> None:
+    db, conn, index = live
+    insert_rows(conn, 20, start=5000)  # committed after the index was read
+    got = capture_wal(wal_path(db), None, index)
+    assert got.frame_count > index.mx_frame
+    assert got.frame_count == capture_wal(wal_path(db)).frame_count
 
 
 def _other_process_opens_and_closes(db: Path) -> None:

@@ -108,12 +108,19 @@ def _new_db(path: Path) -> None:
     conn.close()
 
 
-def test_follows_a_writer_and_ships_everything_on_sigterm(run: Cli, tmp_path: Path,
-                                                          daemons: list[Daemon]) -> None:
+def _daemon_on_new_db(run: Cli, tmp_path: Path, daemons: list[Daemon],
+                      options: tuple[str, ...] = ()) -> tuple[Path, Path, Daemon]:
+    """app.db with an empty table, a daemon replicating it, and where the writer acks go."""
     db, acked = tmp_path / "app.db", tmp_path / "acked"
     _new_db(db)
-    d = Daemon(["-d", str(db)], _env(run), tmp_path)
+    d = Daemon(["-d", str(db)], _env(run), tmp_path, options)
     daemons.append(d)
+    return db, acked, d
+
+
+def test_follows_a_writer_and_ships_everything_on_sigterm(run: Cli, tmp_path: Path,
+                                                          daemons: list[Daemon]) -> None:
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons)
     poll("daemon start", lambda: d.caught_up_after(0))
     writer = _writer(db, acked, 4.0)
     poll("a first ship while the writer runs",
@@ -130,10 +137,7 @@ def test_follows_a_writer_and_ships_everything_on_sigterm(run: Cli, tmp_path: Pa
 
 def test_killed_writer_loses_nothing_acknowledged(run: Cli, tmp_path: Path,
                                                   daemons: list[Daemon]) -> None:
-    db, acked = tmp_path / "app.db", tmp_path / "acked"
-    _new_db(db)
-    d = Daemon(["-d", str(db)], _env(run), tmp_path)
-    daemons.append(d)
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons)
     writer = _writer(db, acked, 30.0)
     poll("commits", lambda: acked.exists() and len(acked.read_text().split()) > 200)
     writer.kill()  # the application dies mid-write
@@ -147,10 +151,7 @@ def test_killed_writer_loses_nothing_acknowledged(run: Cli, tmp_path: Path,
 
 def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, storage: Storage,
                                                  daemons: list[Daemon]) -> None:
-    db, acked = tmp_path / "app.db", tmp_path / "acked"
-    _new_db(db)
-    d = Daemon(["-d", str(db)], _env(run), tmp_path)
-    daemons.append(d)
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons)
     writer = _writer(db, acked, 3.0, "--autocheckpoint", "10", "--truncate-every", "40")
     assert writer.wait(DEADLINE) == 0
     done = time.time()
@@ -163,10 +164,7 @@ def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, stora
 
 def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, storage: Storage,
                                                    daemons: list[Daemon]) -> None:
-    db, acked = tmp_path / "app.db", tmp_path / "acked"
-    _new_db(db)
-    d = Daemon(["-d", str(db)], _env(run), tmp_path, ("--checkpoint-pages", "300"))
-    daemons.append(d)
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons, ("--checkpoint-pages", "300"))
     poll("daemon start", lambda: d.caught_up_after(0))
     writer = _writer(db, acked, 2.0, "--autocheckpoint", "0")  # the app never checkpoints
     assert writer.wait(DEADLINE) == 0
