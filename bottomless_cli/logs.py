@@ -9,6 +9,8 @@ from rich.logging import RichHandler
 
 from bottomless_core.follower import FollowerStatus
 
+from .redact import install as install_redaction
+
 
 def setup_daemon_logging(debug: bool) -> None:
     root = logging.getLogger()
@@ -21,6 +23,7 @@ def setup_daemon_logging(debug: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s level=%(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    install_redaction([handler])
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
