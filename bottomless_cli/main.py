@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import traceback
 from pathlib import Path
 
 import click
 
 from bottomless_core import __version__
-from bottomless_core.errors import BottomlessError
+from bottomless_core.errors import BottomlessError, Interrupted
 from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
+from bottomless_core.tempfiles import remove_all_owned
 
-from .commands import ls, replicate, restore, rm, status, verify
+from .commands import ls, replicate, restore, rm, snapshot, status, verify
 from .context import App
+from .redact import install as install_redaction
+from .redact import redact
 
 
 class _Group(click.Group):
@@ -25,7 +30,11 @@ class _Group(click.Group):
         except BottomlessError as exc:
             _fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
+            remove_all_owned()
             _fail(ctx, "interrupted", 130)
+        except Interrupted as exc:
+            remove_all_owned()
+            _fail(ctx, f"stopped by {exc.signal_name}", 128 + exc.signum)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: still one line, the traceback with --debug
@@ -36,8 +45,8 @@ class _Group(click.Group):
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     app = ctx.find_object(App)
     if app is not None and app.debug:
-        traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+        click.echo(redact(traceback.format_exc()), err=True, nl=False)
+    click.echo(f"error: {redact(message)}", err=True)
     ctx.exit(code)
 
 
@@ -63,6 +72,8 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # on the root handlers: botocore's --debug output shows credentials
+    _stop_on_sigterm()
     if not debug:
         for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -73,8 +84,19 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
 
 
 for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
-                 status.status):
+                 snapshot.snapshot, status.status):
     cli.add_command(_command)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: ``finally`` blocks remove temporary files and boto3
+    aborts an unfinished multipart upload. (The daemon installs its own handler.)"""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, handler)
 
 
 def main() -> None:

@@ -15,12 +15,17 @@ def _time(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
 
 
-def generation_facts(g: Generation) -> dict[str, Any]:
-    """Everything ``ls -v`` shows about a generation, as plain values (the --json form)."""
+def generation_facts(g: Generation, depth: int | None = 0) -> dict[str, Any]:
+    """Everything ``ls -v`` shows about a generation, as plain values (the --json form).
+    ``depth``: parents a restore goes through to reach a snapshot (None: the chain is
+    broken)."""
     meta = g.meta
     return {
         "generation": str(g.id),
         "created_at": g.created.isoformat(),
+        "complete": g.complete,
+        "has_snapshot": g.snapshot is not None,
+        "chain_depth": depth,
         "change_counter": g.change_counter.hex() if g.change_counter is not None else None,
         "consistent_frame": g.last_frame,
         "page_size": meta.page_size if meta else None,
@@ -38,16 +43,29 @@ def generation_facts(g: Generation) -> dict[str, Any]:
     }
 
 
-def generations_table(console: Console, generations: list[Generation]) -> None:
+def _restores_from(f: dict[str, Any]) -> str:
+    if f["has_snapshot"]:
+        return "its own snapshot" if f["complete"] else "its own snapshot (incomplete: alone)"
+    if not f["complete"]:
+        return "nothing: incomplete (creation interrupted)"
+    if f["chain_depth"] is None:
+        return "BROKEN chain (a parent or its snapshot is missing)"
+    n = f["chain_depth"]
+    return f"parent chain: {n} generation{'s' if n != 1 else ''} back to a snapshot"
+
+
+def generations_table(console: Console, generations: list[Generation],
+                      depths: list[int | None]) -> None:
     """One block per generation (key: value lines), readable at any terminal width."""
-    for g in generations:
-        f = generation_facts(g)
+    for g, depth in zip(generations, depths, strict=True):
+        f = generation_facts(g, depth)
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
         snap = f["snapshot"]
         rows = [
             ("created at (UTC)", _time(g.created)),
+            ("restores from", _restores_from(f)),
             ("change counter", f["change_counter"] or "-"),
             ("consistent WAL frame", str(f["consistent_frame"])),
             ("WAL batches", str(f["wal_batches"])),

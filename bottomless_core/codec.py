@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import io
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import zstandard
@@ -51,7 +53,9 @@ class Encoder:
         self.codec = codec
         self._obj: Any = None  # zstd or zlib compressobj: both have compress() and flush()
         if codec is Codec.ZSTD:
-            self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+            # The frame checksum lets a reader tell a damaged object from a valid one.
+            self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL,
+                                                 write_checksum=True).compressobj()
         elif codec is Codec.GZIP:
             self._obj = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 
@@ -100,6 +104,42 @@ class Decoder:
     def finish(self) -> None:
         if self.codec is not Codec.RAW and self._started and not self._obj.eof:
             raise CodecError(f"truncated {self.codec.value} data")
+
+
+def iter_decompressed(data: bytes | memoryview, codec: Codec, block: int = CHUNK,
+                      ) -> Iterator[bytes]:
+    """Decompress ``data`` (whole frames/members, possibly concatenated) in pieces of at most
+    ``block`` bytes, so that a highly compressed object never expands all at once. A
+    truncated object yields fewer bytes (callers check the length they expect)."""
+    if codec is Codec.RAW:
+        mv = memoryview(data)
+        for i in range(0, len(mv), block):
+            yield bytes(mv[i:i + block])
+        return
+    try:
+        if codec is Codec.ZSTD:
+            reader = zstandard.ZstdDecompressor().stream_reader(
+                io.BytesIO(data), read_across_frames=True)
+            while out := reader.read(block):
+                yield out
+            return
+        rest = bytes(data)
+        while rest:
+            obj = zlib.decompressobj(31)
+            out = obj.decompress(rest, block)
+            while True:
+                if out:
+                    yield out
+                if obj.eof or not obj.unconsumed_tail:
+                    break
+                out = obj.decompress(obj.unconsumed_tail, block)
+            if not obj.eof:
+                while out := obj.flush(block):
+                    yield out
+                raise CodecError(f"truncated {codec.value} data")
+            rest = obj.unused_data
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise CodecError(f"corrupt {codec.value} data: {exc}") from None
 
 
 def compress(data: bytes, codec: Codec) -> bytes:

@@ -3,6 +3,7 @@
     endpoint = "http://127.0.0.1:9000"   # top-level keys are defaults for every database
     bucket = "backups"
     interval = 1.0
+    snapshot_interval = "24h"            # snapshot policy (docs/operations.md)
 
     [[databases]]
     path = "/srv/app/app.db"             # relative paths are relative to this file
@@ -22,12 +23,22 @@ from typing import Any
 
 from .codec import Codec
 from .errors import ConfigError
-from .follower import CHECKPOINT_PAGES, EMERGENCY_PAGES, INTERVAL, FollowOptions
+from .follower import (
+    CHECKPOINT_PAGES,
+    EMERGENCY_PAGES,
+    INTERVAL,
+    SNAPSHOT_INTERVAL,
+    SNAPSHOT_MAX_CHAIN,
+    SNAPSHOT_WAL_FRACTION,
+    FollowOptions,
+    SnapshotPolicy,
+)
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
 from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
 _KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
-         "checkpoint_pages", "emergency_pages", "max_batch_frames"}
+         "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",
+         "snapshot_max_chain", "snapshot_interval"}
 
 
 @dataclass(frozen=True)
@@ -41,13 +52,19 @@ class DatabaseConfig:
     checkpoint_pages: int = CHECKPOINT_PAGES
     emergency_pages: int = EMERGENCY_PAGES
     max_batch_frames: int = BATCH_MAX_FRAMES
+    snapshot_wal_fraction: float = SNAPSHOT_WAL_FRACTION
+    snapshot_max_chain: int = SNAPSHOT_MAX_CHAIN
+    snapshot_interval: float = SNAPSHOT_INTERVAL
 
     def replicate_options(self) -> ReplicateOptions:
         return ReplicateOptions(codec=self.codec, max_batch_frames=self.max_batch_frames)
 
     def follow_options(self) -> FollowOptions:
         return FollowOptions(interval=self.interval, checkpoint_pages=self.checkpoint_pages,
-                             emergency_pages=self.emergency_pages)
+                             emergency_pages=self.emergency_pages,
+                             snapshots=SnapshotPolicy(self.snapshot_wal_fraction,
+                                                      self.snapshot_max_chain,
+                                                      self.snapshot_interval))
 
 
 def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[DatabaseConfig]:
@@ -84,8 +101,14 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                 emergency_pages=_positive(merged.get("emergency_pages", EMERGENCY_PAGES), int),
                 max_batch_frames=_positive(merged.get("max_batch_frames", BATCH_MAX_FRAMES),
                                            int),
+                snapshot_wal_fraction=_positive(
+                    merged.get("snapshot_wal_fraction", SNAPSHOT_WAL_FRACTION), float),
+                snapshot_max_chain=_chain_cap(
+                    merged.get("snapshot_max_chain", SNAPSHOT_MAX_CHAIN)),
+                snapshot_interval=_seconds(merged.get("snapshot_interval",
+                                                      SNAPSHOT_INTERVAL)),
             ))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ConfigError) as exc:
             raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None
     names = [(c.endpoint, c.bucket, c.db_name) for c in out]
     if len(set(names)) != len(names):
@@ -98,6 +121,23 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} at {where} "
                           f"(known: {', '.join(sorted(allowed))})")
+
+
+def _chain_cap(value: Any) -> int:
+    """At least 1 (every generation gets a snapshot), below libSQL's restore depth of 100."""
+    number = int(value)
+    if not 1 <= number <= 99:
+        raise ValueError(f"snapshot_max_chain {value!r} must be between 1 and 99")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    """A number of seconds, or a duration such as "24h" / "7d"."""
+    if isinstance(value, str):
+        from .dates import parse_duration
+
+        return parse_duration(value).total_seconds()
+    return _positive(value, float)
 
 
 def _positive(value: Any, kind: type) -> Any:

@@ -1,38 +1,39 @@
-"""The local database: checks, the read transaction that pins the WAL, and WAL capture."""
+"""The local database: checks, the read transaction that pins the WAL, the write gate used
+around our own checkpoints, and the POSIX-lock rules that keep the application's locks alive."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import sqlite3
 import stat
 import struct
-import tempfile
+import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
-from .codec import CHUNK, Codec, Encoder
+from .codec import CHUNK
 from .dbheader import DB_HEADER_SIZE, DbHeader, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
-from .wal import (
-    WAL_HEADER_SIZE,
-    WAL_INDEX_HEADER_SIZE,
-    Checksum,
-    FrameChain,
-    WalFormatError,
-    WalHeader,
-    WalIndexHeader,
-    parse_wal_header,
-    parse_wal_index_header,
-)
+from .wal import WAL_INDEX_HEADER_SIZE, WalIndexHeader, parse_wal_index_header
 
 BUSY_TIMEOUT_MS = 5000  # how long our read transaction waits for a writer's lock (Litestream: 1s)
-WAL_READ_FRAMES = 256  # frames read per WAL read() call
-SPOOL_MEMORY = 32 << 20  # captured frames stay in memory up to this, then spill to a temp file
+INDEX_READ_TRIES = 50  # re-reads of a wal-index header caught mid-update before giving up
+NBACKFILL_OFFSET = 96  # the checkpoint-info block of -shm starts with nBackfill (u32, native)
+# Lock bytes (fcntl) that every SQLite connection holds for as long as it has the file open:
+# in -shm the "DMS" byte (offset 120 + 8 locks), in a rollback-journal database the SHARED range.
+SHM_DMS_BYTE = 128
+PENDING_BYTE = 0x40000000
+
+
+def resolve_db_path(path: Path) -> Path:
+    """The database's real path: SQLite writes -wal and -shm beside the link's target, so
+    every path derived from the database must come from here."""
+    return Path(os.path.realpath(path))
 
 
 def wal_path(db_path: Path) -> Path:
@@ -116,10 +117,13 @@ class ReadLock:
     """
 
     def __init__(self, db_path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        self.db_path = db_path
+        self.db_path = resolve_db_path(db_path)
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._held = False
+        # Incremented whenever the read transaction is let go: a proof that "nothing could
+        # restart the WAL since then" holds only while the epoch it was made in lasts.
+        self.epoch = 0
 
     @property
     def fd(self) -> int:
@@ -136,12 +140,29 @@ class ReadLock:
             yield chunk
 
     def wal_index(self) -> WalIndexHeader | None:
-        """SQLite's wal-index header (the start of -shm), or None if there is none yet."""
+        """SQLite's wal-index header (the start of -shm), or None if there is none (yet)."""
         try:
-            data = os.pread(kept_fd(shm_path(self.db_path)), 2 * WAL_INDEX_HEADER_SIZE, 0)
+            fd = kept_fd(shm_path(self.db_path))
         except OSError:
             return None
-        return parse_wal_index_header(data)
+        for _ in range(INDEX_READ_TRIES):  # a writer may be updating it this very moment
+            try:
+                data = os.pread(fd, 2 * WAL_INDEX_HEADER_SIZE, 0)
+            except OSError:
+                return None
+            index = parse_wal_index_header(data)
+            if index is not None or len(data) < 2 * WAL_INDEX_HEADER_SIZE:
+                return index
+            time.sleep(0.001)
+        return None
+
+    def backfilled(self) -> int:
+        """Frames of the current WAL that checkpoints have copied into the main file."""
+        try:
+            data = os.pread(kept_fd(shm_path(self.db_path)), 4, NBACKFILL_OFFSET)
+        except OSError:
+            return 0
+        return struct.unpack("=I", data)[0] if len(data) == 4 else 0
 
     def fingerprint(self) -> tuple[int, int, int, bytes]:
         """Changes whenever anything writes to the main file: its size and times, plus the
@@ -201,6 +222,8 @@ class ReadLock:
         except BaseException:
             fresh.close()
             raise
+        if not self._held:
+            self.epoch += 1
         old, self._conn, self._held = self._conn, fresh, True
         if old is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -211,7 +234,21 @@ class ReadLock:
         if self._conn is not None and self._held:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+        if self._held:
+            self.epoch += 1
         self._held = False
+
+    def checkpoint_passive(self) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(PASSIVE)`` on our connection, with the read transaction
+        released (the caller re-acquires it); SQLite's (busy, WAL frames, copied)."""
+        self.release()
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise LocalDatabaseError(f"{self.db_path}: checkpoint failed ({exc})") from None
+        return int(row[0]), int(row[1]), int(row[2])
 
     def checkpoint(self, mode: str = "RESTART", busy_timeout_ms: int | None = None,
                    ) -> tuple[int, int, int]:
@@ -247,156 +284,161 @@ class ReadLock:
         self.close()
 
 
-@dataclass(frozen=True)
-class WalPosition:
-    """Where the shipped part of the WAL ends: the next capture starts after it."""
+class WriteGate:
+    """SQLite's WAL write lock, held by an empty write transaction on a connection of its own:
+    no application commit can happen while it is held. Nothing is ever written through it.
 
-    header_checksum: Checksum
-    frame_count: int
-    checksum: Checksum | None  # chain value after frame_count; None: verify from frame 1
-
-
-@dataclass
-class WalCapture:
-    """The committed frames of the local WAL after frame ``skipped``, copied out of the file.
-
-    ``frames`` holds frames skipped+1 .. frame_count back to back (header + page each).
+    Used for a few milliseconds around our own checkpoint, so that "every committed frame is
+    shipped and copied back" is a fact at one instant, not a race with the next commit.
     """
 
-    header: WalHeader | None  # None: no WAL, an empty one, or one whose header is not valid
-    skipped: int
-    frame_count: int
-    checksum: Checksum
-    db_size: int
-    frames: IO[bytes]
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = resolve_db_path(db_path)
+        self._conn: sqlite3.Connection | None = None
 
-    @property
-    def new_frames(self) -> int:
-        return self.frame_count - self.skipped
-
-    def close(self) -> None:
-        self.frames.close()
-
-
-def capture_wal(path: Path, resume: WalPosition | None = None,
-                trusted: WalIndexHeader | None = None) -> WalCapture:
-    """Read the WAL once, verifying the chain, and copy out its committed frames.
-
-    With ``resume`` and a WAL header whose checksum matches it, frames 1..resume.frame_count are
-    not copied (they were shipped before); if the chain value there is known, they are not even
-    read. With ``trusted`` (SQLite's wal-index header), frames up to its mx_frame are committed
-    and complete: only their salts are checked, and the last one's stored checksum against the
-    index, instead of recomputing every checksum; any disagreement falls back to full
-    verification. Verifying as it copies keeps the copy consistent even if the WAL is restarted
-    while it is being read: a frame of the new cycle breaks the chain.
-    """
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - returned
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return WalCapture(None, 0, 0, (0, 0), 0, spool)
-    with f:
-        head = f.read(WAL_HEADER_SIZE)
+    def try_enter(self, busy_ms: int) -> bool:
+        """Take the write lock, waiting at most ``busy_ms`` for the application's writer."""
+        uri = f"file:{self.db_path}?mode=rw"
         try:
-            header = parse_wal_header(head)
-        except WalFormatError:
-            return WalCapture(None, 0, 0, (0, 0), 0, spool)
-        skip = resume.frame_count if resume and resume.header_checksum == header.checksum else 0
-        chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
-        size = chain.frame_size
-        n = count = db_size = 0
-        checksum = header.checksum
-        if skip and resume is not None and resume.checksum is not None:
-            f.seek(WAL_HEADER_SIZE + skip * size)
-            chain.checksum = checksum = resume.checksum
-            n = count = skip
-        trusted_upto, trusted_checksum = 0, (0, 0)
-        if (trusted is not None and trusted.salts == header.salts
-                and trusted.page_size == header.page_size
-                and trusted.big_endian == header.big_endian and trusted.mx_frame > n):
-            trusted_upto, trusted_checksum = trusted.mx_frame, trusted.frame_checksum
-        committed_len = 0
-        while block := f.read(size * WAL_READ_FRAMES):
-            mv = memoryview(block)
-            stop = False
-            for off in range(0, len(mv), size):
-                frame = mv[off:off + size]
-                if n < trusted_upto and len(frame) == size:
-                    pgno, commit, s1, s2, c1, c2 = struct.unpack_from(">6I", frame)
-                    if (s1, s2) != header.salts:
-                        trusted_upto = -1
-                    elif n + 1 == trusted_upto:
-                        if (c1, c2) != trusted_checksum or not commit:
-                            trusted_upto = -1
-                        else:
-                            chain.checksum = (c1, c2)
-                    if trusted_upto == -1:  # the index and the file disagree: verify it all
-                        spool.close()
-                        return capture_wal(path, resume, None)
-                    got: tuple[int, int] | None = (pgno, commit)
-                else:
-                    got = chain.accept(frame)
-                if got is None:
-                    stop = True
-                    break
-                n += 1
-                if n > skip:
-                    spool.write(frame)
-                if got[1] and n >= trusted_upto:
-                    count, db_size, checksum = n, got[1], chain.checksum
-                    committed_len = spool.tell()
-            if stop:
-                break
-        if trusted_upto > 0:
-            # A restart rewrites the header before it overwrites any frame. Frames taken on
-            # trust were not checksummed, so if the WAL restarted while we read them (possible
-            # when our read transaction got read-lock 0), read it again, verifying everything.
-            f.seek(0)
-            if f.read(WAL_HEADER_SIZE) != head:
-                spool.close()
-                return capture_wal(path, resume, None)
-    spool.truncate(committed_len)
-    spool.seek(0)
-    return WalCapture(header, min(skip, count), count, checksum, db_size, spool)
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                         timeout=busy_ms / 1000, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self.leave()
+            if "locked" in str(exc) or "busy" in str(exc):
+                return False
+            raise LocalDatabaseError(f"{self.db_path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            self.leave()
+            raise LocalDatabaseError(f"{self.db_path}: {exc}") from None
+        return True
+
+    def truncate_wal(self, busy_ms: int) -> None:
+        """End the (empty) write transaction and run a TRUNCATE checkpoint on this
+        connection: gives a grown WAL file's space back. Best effort."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def leave(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    def __enter__(self) -> WriteGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()
 
 
-@dataclass
-class SnapshotFile:
-    """A compressed copy of the main database file, written next to it."""
-
-    path: Path
-    codec: Codec
-    sha256: str  # of the uncompressed database file
-    raw_size: int
-    size: int
+_REPLICATING: set[Path] = set()
+_REPLICATING_GUARD = threading.Lock()
 
 
-def compress_snapshot(lock: ReadLock, codec: Codec,
-                      on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
-    """Compress the main database file into a temporary file beside it. The lock must be held:
-    no checkpoint can then write pages that the WAL frames shipped with it do not also hold."""
-    db_path = lock.db_path
-    fd, tmp = tempfile.mkstemp(prefix=f".{db_path.name}.", suffix=".snapshot",
-                               dir=db_path.parent)
-    h = hashlib.sha256()
-    raw = 0
-    enc = Encoder(codec)
+class ReplicatorLock:
+    """One replicator per database file on this host: two cron entries, or cron and the
+    daemon, must never ship the same WAL side by side (their batches would overlap).
+
+    An flock on ``.NAME.bottomless-lock`` beside the database (never on the database file
+    itself: on NFS flock is emulated with the byte-range locks SQLite uses), plus a set for
+    replicators inside this process, since flock is shared by one process's descriptors.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = resolve_db_path(db_path)
+        self.path = self.db_path.with_name(f".{self.db_path.name}.bottomless-lock")
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            holder = self._try()
+            if holder is None:
+                return
+            if time.monotonic() >= deadline:
+                raise LocalDatabaseError(
+                    f"{self.db_path}: another bottomless replicator is already running for this "
+                    f"database ({holder}); only one may ship its WAL at a time")
+            time.sleep(0.1)
+
+    def _try(self) -> str | None:
+        """None when taken, else who holds it."""
+        with _REPLICATING_GUARD:
+            if self.db_path in _REPLICATING:
+                return f"in this process, pid {os.getpid()}"
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise LocalDatabaseError(f"{self.path}: cannot create the replicator lock "
+                                         f"file ({exc.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                return f"pid {pid}" if pid else "another process"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd = fd
+            _REPLICATING.add(self.db_path)
+            return None
+
+    def release(self) -> None:
+        with _REPLICATING_GUARD:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                os.close(fd)  # closing drops the flock
+                _REPLICATING.discard(self.db_path)
+
+    def __enter__(self) -> ReplicatorLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _lock_holder(fd: int, start: int, length: int) -> int | None:
+    """The pid of another process holding a lock that conflicts with a write lock on
+    [start, start+length) of ``fd`` (F_GETLK takes no lock and releases none)."""
+    if sys.platform == "darwin":  # pragma: no cover - struct flock differs
+        return None
+    query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
     try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in lock.chunks():
-                h.update(chunk)
-                raw += len(chunk)
-                out.write(enc.feed(chunk))
-                if on_bytes:
-                    on_bytes(len(chunk))
-            out.write(enc.finish())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if raw < DB_HEADER_SIZE:
-        Path(tmp).unlink(missing_ok=True)
-        raise LocalDatabaseError(f"{db_path}: database file is too short")
-    return SnapshotFile(Path(tmp), codec, h.hexdigest(), raw, os.path.getsize(tmp))
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return None
+    kind, _, _, _, pid = struct.unpack("hhqqi", got)
+    return pid if kind != fcntl.F_UNLCK else None
+
+
+def open_by_another_process(db_path: Path) -> int | None:
+    """The pid of a process that has ``db_path`` open through SQLite, if any.
+
+    A WAL-mode connection holds a shared lock on the -shm "DMS" byte for as long as it is
+    open; a rollback-journal connection holds SHARED while it reads. Locks this process holds
+    itself are not reported (POSIX semantics), which is what a caller wants.
+    """
+    path = resolve_db_path(db_path)
+    for target, start, length in ((shm_path(path), SHM_DMS_BYTE, 1),
+                                  (path, PENDING_BYTE, 512)):
+        try:
+            fd = kept_fd(target)
+        except OSError:
+            continue
+        pid = _lock_holder(fd, start, length)
+        if pid:
+            return pid
+    return None
 
 
 def check_sqlite_file(path: Path) -> tuple[str, DbHeader]:

@@ -23,6 +23,14 @@ class StorageError(BottomlessError):
     """The object store failed or refused a request."""
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found the object changed (another writer got there first)."""
+
+
+class LeaseHeldError(BottomlessError):
+    """Another replicator (another host or process) is writing this database's generations."""
+
+
 class BucketNotFoundError(StorageError):
     """The bucket does not exist."""
 
@@ -37,3 +45,18 @@ class CorruptBackupError(BottomlessError):
 
 class RestoreRefusedError(BottomlessError):
     """Restore would overwrite an existing database without --force."""
+
+
+class Interrupted(BaseException):
+    """A signal asked the process to stop: unwinds through ``finally`` blocks like
+    KeyboardInterrupt, and no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def signal_name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name

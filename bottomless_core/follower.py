@@ -1,17 +1,16 @@
-"""Continuous replication: follow every commit, own the checkpoints, survive outages.
+"""Continuous replication: follow every commit, own the checkpoints, survive failures.
 
 One Follower per database. It holds a read transaction at all times (see database.ReadLock),
-polls the WAL every ``interval`` and ships new committed frames; past ``checkpoint_pages`` it
-ships everything, releases the read transaction and runs a RESTART checkpoint, so that the
-app's next write starts a new WAL and with it a new generation. When storage fails it keeps
-the frames (the read transaction stops the WAL from being restarted under them), backs off
-and catches up when storage returns.
+polls the WAL every ``interval`` and ships new committed frames. Past ``checkpoint_pages`` it
+checkpoints the database itself (Replicator.checkpoint): every frame is shipped and copied
+back under SQLite's write lock, so the application's next write starts a new WAL cycle that
+provably continues the newest generation, and the next generation needs no snapshot. A
+snapshot policy decides when one of those generations gets a full snapshot anyway; that
+snapshot is copied from the main file, pinned by a read transaction, and uploaded by a
+background thread while frames keep flowing.
 
-Why RESTART and not PASSIVE: after a PASSIVE checkpoint the WAL restarts only if some writer
-begins a transaction at a moment when every frame is already copied back; an app that writes
-continuously almost never does, and its WAL grows without bound. RESTART waits (at most
-CHECKPOINT_BUSY_MS, blocking new writers meanwhile) for that moment. Litestream forces it
-instead with a write to a table of its own; we do not write to the user's database.
+Any failure (storage, local disk, a bug in one database's handling) is retried with backoff
+and reported; only a stop request ends the loop.
 """
 
 from __future__ import annotations
@@ -19,13 +18,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import layout
+from .capture import empty_capture
+from .catalog import FRAMES_METADATA, SHA256_METADATA
 from .database import ReadLock, wal_path
-from .errors import BottomlessError
-from .replicator import Replicator
+from .replicator import ChainState, Replicator
+from .snapshot import write_snapshot
+from .tempfiles import discard
 from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE
 
 log = logging.getLogger("bottomless.follower")
@@ -33,11 +37,36 @@ log = logging.getLogger("bottomless.follower")
 INTERVAL = 1.0  # seconds between WAL polls (Litestream's DefaultMonitorInterval)
 CHECKPOINT_PAGES = 1000  # checkpoint past this many WAL frames (Litestream's MinCheckpointPageN)
 EMERGENCY_PAGES = 121_359  # ~500 MB of 4 KiB pages: TRUNCATE, giving the disk space back
-CHECKPOINT_BUSY_MS = 1000  # the longest our checkpoint waits for (and blocks) app writers
+CHECKPOINT_BUSY_MS = 1000  # the longest our checkpoint waits for the application's writer
 CHECKPOINT_RETRY_POLLS = 10  # after a busy checkpoint, wait this many polls before another
 WARN_FACTOR = 10  # warn when the WAL holds this many times checkpoint_pages (shipping is stuck)
 FIRST_BACKOFF = 1.0  # seconds before the first retry after a failed sync
-MAX_BACKOFF = 60.0  # cap of the exponential backoff while storage fails
+MAX_BACKOFF = 60.0  # cap of the exponential backoff while failures go on
+STOP_SNAPSHOT_WAIT = 10.0  # at shutdown, how long an unfinished background snapshot may take
+
+# Snapshot policy: a generation gets a full snapshot (off the hot path) when one of these is
+# reached since the last snapshot. See docs/operations.md for how the defaults were chosen.
+SNAPSHOT_WAL_FRACTION = 0.5  # WAL shipped since, as a fraction of the database's size
+SNAPSHOT_MAX_CHAIN = 32  # snapshot-less generations in a row (libSQL restores through 100)
+SNAPSHOT_INTERVAL = 24 * 3600.0  # seconds (Litestream's default snapshot interval)
+
+
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    wal_fraction: float = SNAPSHOT_WAL_FRACTION
+    max_chain: int = SNAPSHOT_MAX_CHAIN
+    interval: float = SNAPSHOT_INTERVAL
+
+    def due(self, chain: ChainState, db_size: int, now: float) -> str | None:
+        """Why the next generation should get a snapshot, or None."""
+        if chain.depth + 1 >= self.max_chain:
+            return f"chain of {chain.depth + 1} generations without a snapshot"
+        if db_size and chain.wal_bytes >= self.wal_fraction * db_size:
+            return (f"{chain.wal_bytes} bytes of WAL since the last snapshot "
+                    f"(database {db_size} bytes)")
+        if now - chain.since >= self.interval:
+            return f"last snapshot {now - chain.since:.0f}s ago"
+        return None
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,7 @@ class FollowOptions:
     checkpoint_pages: int = CHECKPOINT_PAGES
     emergency_pages: int = EMERGENCY_PAGES
     max_backoff: float = MAX_BACKOFF
+    snapshots: SnapshotPolicy = SnapshotPolicy()
 
 
 @dataclass
@@ -57,6 +87,8 @@ class FollowerStatus:
     state: str = "starting"  # running | retrying | stopped | failed
     generation: str | None = None
     generations_started: int = 0
+    snapshots: int = 0  # full snapshots uploaded (new generations and background ones)
+    chain_depth: int = 0  # generations since the newest snapshot
     frames_shipped: int = 0
     batches_shipped: int = 0
     last_frame: int = 0
@@ -78,6 +110,50 @@ class FollowerStatus:
         return d
 
 
+class SnapshotJob(threading.Thread):
+    """Copies the main file (pinned as it was when the child generation started) into a
+    compressed image, lets go of the pin, and uploads the image as the child's snapshot once
+    the child exists in the bucket."""
+
+    def __init__(self, replicator: Replicator, pinned: ReadLock, child: uuid.UUID,
+                 stop: threading.Event) -> None:
+        super().__init__(name=f"snapshot-{replicator.db_name}", daemon=True)
+        self.replicator = replicator
+        self.pinned = pinned
+        self.child = child
+        self.stop = stop
+        self.created = threading.Event()
+        self.ok = False
+        self.error: str | None = None
+
+    def run(self) -> None:
+        r = self.replicator
+        try:
+            try:
+                image = write_snapshot(self.pinned, empty_capture(), r.options.codec)
+            finally:
+                self.pinned.close()
+            try:
+                while not self.created.wait(0.2):
+                    if self.stop.is_set():
+                        return
+                key = layout.object_key(r.db_name, self.child,
+                                        layout.snapshot_name(image.codec))
+                with open(image.path, "rb") as f:
+                    r.storage.upload(key, f, metadata={SHA256_METADATA: image.sha256,
+                                                       FRAMES_METADATA: "0"})
+            finally:
+                discard(image.path)
+            r.snapshot_uploaded(self.child, time.time())
+            self.ok = True
+            log.info("db=%s event=snapshot generation=%s bytes=%d", r.db_name, self.child,
+                     image.size)
+        except Exception as exc:  # logged; the chain simply stays longer
+            self.error = str(exc)
+            log.warning("db=%s event=snapshot_failed generation=%s error=%r", r.db_name,
+                        self.child, str(exc))
+
+
 class Follower:
     def __init__(self, replicator: Replicator, options: FollowOptions | None = None) -> None:
         self.replicator = replicator
@@ -85,9 +161,11 @@ class Follower:
         self.status = FollowerStatus(replicator.db_name, str(replicator.db_path))
         self._lock = ReadLock(replicator.db_path)
         self._backoff = 0.0
-        self._checkpointed: tuple[object, int] | None = None
         self._checkpoint_not_before = 0.0
         self._warned = False
+        self._stop = threading.Event()
+        self._job: SnapshotJob | None = None
+        replicator.on_child_created = self._child_created
 
     def run(self, stop: threading.Event) -> bool:
         """Replicate until ``stop`` is set, then ship what is committed. True if the final
@@ -100,78 +178,120 @@ class Follower:
             self.status.state = "stopped" if ok else "failed"
             return ok
         finally:
+            self._stop.set()
+            if self._job is not None:
+                self._job.join(STOP_SNAPSHOT_WAIT)
             self._lock.close()
+            self.replicator.close()
 
     def step(self, final: bool = False) -> bool:
-        """One poll: ship new frames, maybe checkpoint. Never raises a BottomlessError."""
+        """One poll: ship new frames, maybe checkpoint. Never raises (but on BaseException)."""
         status = self.status
         started = time.time()
         try:
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
-        except BottomlessError as exc:
+        except Exception as exc:
             self._failed(exc, started, final)
             return False
         status.state = "running"
         status.generation = str(result.generation)
         status.generations_started += int(result.new_generation)
+        status.snapshots += int(result.new_generation and not result.snapshotless)
         status.frames_shipped += result.frames_shipped
         status.batches_shipped += result.batches_shipped
         status.last_frame = result.last_frame
         status.wal_frames = result.wal_frames
-        status.last_success = started
-        status.behind_since = None
+        status.chain_depth = self.replicator.chain.depth
+        if result.caught_up:
+            status.last_success = started
+            status.behind_since = None
+        elif status.behind_since is None:
+            status.behind_since = started
         if status.consecutive_failures:
             log.info("db=%s event=recovered after=%d failures", status.db_name,
                      status.consecutive_failures)
         status.consecutive_failures, status.last_error = 0, None
         self._backoff = 0.0
         self._warned = False
+        self._reap_job()
         if final:
-            return True
+            return result.caught_up
         try:
-            if result.wal_frames >= self.options.checkpoint_pages:
-                self._checkpoint()
+            if result.caught_up and result.wal_frames >= self.options.checkpoint_pages:
+                self._checkpoint(result.wal_frames)
             elif result.uploaded_anything:
                 self._lock.renew()  # let the app's checkpoints reach what we have shipped
-        except BottomlessError as exc:
+        except Exception as exc:
             log.warning("db=%s event=checkpoint_failed error=%r", status.db_name, str(exc))
         return True
 
-    def _checkpoint(self) -> None:
-        key = (self.status.generation, self.status.wal_frames)
-        if self._checkpointed == key or time.monotonic() < self._checkpoint_not_before:
-            return  # nothing new since our last checkpoint of this WAL, or backing off
-        mode = ("TRUNCATE" if self.status.wal_frames >= self.options.emergency_pages
-                else "RESTART")
-        busy, wal, done = self._lock.checkpoint(mode, CHECKPOINT_BUSY_MS)
-        self._checkpointed = key
+    def _checkpoint(self, wal_frames: int) -> None:
+        if time.monotonic() < self._checkpoint_not_before:
+            return
+        r = self.replicator
+        why = None
+        if self._job is None:
+            try:
+                db_size = r.db_path.stat().st_size
+            except OSError:
+                db_size = 0
+            why = self.options.snapshots.due(r.chain, db_size, time.time())
+        outcome = r.checkpoint(self._lock, pin=why is not None, busy_ms=CHECKPOINT_BUSY_MS,
+                               truncate=wal_frames >= self.options.emergency_pages)
+        if not outcome.done:
+            if outcome.busy:
+                self._checkpoint_not_before = (time.monotonic()
+                                               + CHECKPOINT_RETRY_POLLS * self.options.interval)
+                log.info("db=%s event=checkpoint_busy wal_frames=%d", self.status.db_name,
+                         wal_frames)
+            return
         self.status.checkpoints += 1
-        if busy:
-            self._checkpoint_not_before = (time.monotonic()
-                                           + CHECKPOINT_RETRY_POLLS * self.options.interval)
-        log.info("db=%s event=checkpoint mode=%s busy=%d wal_frames=%d checkpointed=%d",
-                 self.status.db_name, mode, busy, wal, done)
+        if outcome.pinned is not None and outcome.child is not None:
+            log.info("db=%s event=snapshot_started generation=%s reason=%r",
+                     self.status.db_name, outcome.child, why)
+            self._job = SnapshotJob(r, outcome.pinned, outcome.child, self._stop)
+            self._job.start()
+        r.ship_tail()  # a failure is retried by the next sync, before anything else
 
-    def _failed(self, exc: BottomlessError, started: float, final: bool) -> None:
+    def _child_created(self, child: uuid.UUID) -> None:
+        if self._job is not None and self._job.child == child:
+            self._job.created.set()
+
+    def _reap_job(self) -> None:
+        job = self._job
+        if job is not None and not job.is_alive():
+            self._job = None
+            if job.ok:
+                self.status.snapshots += 1
+                self.status.chain_depth = self.replicator.chain.depth
+
+    def _failed(self, exc: Exception, started: float, final: bool) -> None:
         status = self.status
         status.state = "retrying"
-        status.last_error = str(exc)
+        status.last_error = str(exc) or type(exc).__name__
         status.consecutive_failures += 1
         if status.behind_since is None:
             status.behind_since = started
         self._backoff = min(self.options.max_backoff,
                             max(FIRST_BACKOFF, self._backoff * 2 or FIRST_BACKOFF))
-        log.error("db=%s event=sync_failed failures=%d retry_in=%.0fs error=%r", status.db_name,
-                  status.consecutive_failures, self._backoff, str(exc))
+        from .errors import BottomlessError
+
+        if isinstance(exc, BottomlessError):
+            log.error("db=%s event=sync_failed failures=%d retry_in=%.0fs error=%r",
+                      status.db_name, status.consecutive_failures, self._backoff, str(exc))
+        else:  # not one of ours: a bug or an unexpected local failure; keep the traceback
+            log.exception("db=%s event=sync_failed failures=%d retry_in=%.0fs error=%r",
+                          status.db_name, status.consecutive_failures, self._backoff,
+                          f"{type(exc).__name__}: {exc}")
         wal_frames = _wal_frames(self.replicator)
         status.wal_frames = max(status.wal_frames, wal_frames)
         if (not self._warned and not final
                 and wal_frames >= WARN_FACTOR * self.options.checkpoint_pages):
             self._warned = True
             log.warning("db=%s event=wal_growing wal_frames=%d: frames cannot be shipped, so "
-                        "the WAL cannot be checkpointed and keeps growing until storage "
-                        "returns", status.db_name, wal_frames)
+                        "the WAL cannot be checkpointed and keeps growing until shipping "
+                        "works again", status.db_name, wal_frames)
 
 
 def _wal_frames(replicator: Replicator) -> int:
@@ -204,9 +324,15 @@ def run_followers(followers: list[Follower], stop: threading.Event,
         t.start()
     while any(t.is_alive() for t in threads):
         if on_tick is not None:
-            on_tick()
+            try:
+                on_tick()
+            except Exception:  # e.g. the status file cannot be written: keep replicating
+                log.exception("event=tick_failed")
         for t in threads:
             t.join(timeout=tick / max(1, len(threads)))
     if on_tick is not None:
-        on_tick()
+        try:
+            on_tick()
+        except Exception:
+            log.exception("event=tick_failed")
     return all(results.get(i, False) for i in range(len(followers)))

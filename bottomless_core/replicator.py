@@ -1,38 +1,62 @@
-"""Replicate a local WAL-mode database into the bucket: new generations and WAL batches."""
+"""Replicate a local WAL-mode database into the bucket: generations and WAL batches.
+
+A generation starts either from a snapshot (a consistent image of the database, see
+snapshot.py) or, when continuity is proven, from its parent's last frame with no snapshot at
+all. Continuity is proven only by our own checkpoint (``Replicator.checkpoint``): under the
+write lock every committed frame is captured, the WAL is copied back completely, and from then
+on our read transaction never lets go, so the next WAL cycle starts exactly where the parent
+ends. Everywhere else (first backup, a checkpoint we did not see, a gap) a snapshot is taken.
+
+Object order makes an interrupted write visible to readers: a snapshot generation writes its
+snapshot, ``.changecounter``, ``.dep`` and the WAL frames captured with the snapshot, and
+``.meta`` last; a snapshot-less one writes ``.changecounter``, ``.dep`` (with the parent's last
+frame and checksum as metadata) and ``.meta`` before any frame.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .catalog import SHA256_METADATA, Generation, describe_generation, newest_generation
-from .codec import Codec, compress
-from .database import (
-    ReadLock,
-    SnapshotFile,
-    WalCapture,
-    WalPosition,
-    capture_wal,
-    compress_snapshot,
-    wal_path,
+from .capture import WalCapture, WalPosition, capture_wal
+from .catalog import (
+    BASE_METADATA,
+    FRAMES_METADATA,
+    PARENT_CHECKSUM_METADATA,
+    PARENT_FRAMES_METADATA,
+    SHA256_METADATA,
+    Generation,
+    describe_generation,
+    newest_generation,
 )
+from .codec import Codec, compress
+from .database import ReadLock, WriteGate, resolve_db_path, wal_path
 from .dbheader import DbHeader
-from .errors import NotFoundError
+from .errors import LocalDatabaseError, NotFoundError, StorageError
 from .layout import BatchKey, Meta
+from .lease import Lease, writer_identity
 from .progress import NoProgress, Progress
+from .snapshot import SnapshotFile, write_snapshot
 from .storage import ObjectInfo, Storage
-from .wal import FRAME_HEADER_SIZE
+from .tempfiles import discard
+from .wal import Checksum
 
 log = logging.getLogger("bottomless.replicator")
 
 BATCH_MAX_FRAMES = 10_000  # libsql's LIBSQL_BOTTOMLESS_BATCH_MAX_FRAMES default
-BATCH_MAX_BYTES = 64 << 20  # also cap the raw size: 10,000 frames of 64 KiB pages is 640 MiB
+BATCH_MAX_BYTES = 16 << 20  # also cap the raw size: 10,000 frames of 64 KiB pages is 640 MiB
+CAPTURE_MAX_BYTES = 64 << 20  # WAL copied per round before it is shipped (Litestream: 64 MiB)
+UPLOAD_THREADS = 4  # batches compressed and uploaded side by side when there are several
 NO_WAL_CHECKSUM = (0, 0)  # .meta of a generation snapshotted while the WAL was empty
+MAX_CHAIN = 100  # libSQL's MAX_RESTORE_STACK_DEPTH: generations a restore follows
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,8 @@ class ReplicateOptions:
     codec: Codec = Codec.ZSTD
     max_batch_frames: int = BATCH_MAX_FRAMES
     max_batch_bytes: int = BATCH_MAX_BYTES
+    max_capture_bytes: int = CAPTURE_MAX_BYTES
+    upload_threads: int = UPLOAD_THREADS
     clock: Callable[[], float] = time.time  # stamps generation ids and batch names
 
 
@@ -48,15 +74,59 @@ class ReplicateResult:
     generation: uuid.UUID
     new_generation: bool
     reason: str  # why a new generation was started, or how the newest one was continued
+    snapshotless: bool = False  # the new generation restores through its parent
     frames_shipped: int = 0
     batches_shipped: int = 0
+    bytes_shipped: int = 0  # raw WAL bytes
     snapshot_bytes: int = 0
     last_frame: int = 0  # frames of the generation now in the bucket
     wal_frames: int = 0  # committed frames in the local WAL
+    caught_up: bool = True  # everything committed when the sync began is in the bucket
 
     @property
     def uploaded_anything(self) -> bool:
         return self.new_generation or self.batches_shipped > 0
+
+
+@dataclass
+class Continuity:
+    """Proof, made at our own checkpoint, that the next WAL cycle starts at ``parent``'s last
+    frame. Valid while the read lock that was taken right after it has not let go."""
+
+    parent: uuid.UUID
+    parent_frames: int
+    parent_checksum: Checksum
+    old_header: Checksum  # the parent's WAL header: still current until the next write
+    generation: uuid.UUID  # id the child will get (its time: after every parent commit)
+    change_counter: bytes
+    page_size: int
+    epoch: int
+
+
+@dataclass
+class CheckpointOutcome:
+    done: bool  # every frame shipped and copied back: the next WAL cycle starts a child
+    busy: bool = False  # the application's writer or readers were in the way
+    pinned: ReadLock | None = None  # a read transaction on the main file as the child starts
+    child: uuid.UUID | None = None
+    wal_frames: int = 0
+
+
+@dataclass
+class _Decision:
+    action: str  # "continue" | "new" | "child" | "wait"
+    reason: str
+    dep: bool = True  # a new generation names the current newest as its parent
+
+
+@dataclass
+class ChainState:
+    """What the snapshot policy needs: generations since the last snapshot, and the WAL
+    shipped since then."""
+
+    depth: int = 0  # generations after the newest one with a snapshot
+    wal_bytes: int = 0
+    since: float = field(default_factory=time.time)  # when that snapshot was taken
 
 
 def default_db_name(db_path: Path) -> str:
@@ -68,54 +138,180 @@ class Replicator:
     daemon polls the WAL without listing the bucket every second."""
 
     def __init__(self, db_path: Path, storage: Storage, db_name: str | None = None,
-                 options: ReplicateOptions | None = None) -> None:
-        self.db_path = db_path
+                 options: ReplicateOptions | None = None, identity: str | None = None) -> None:
+        self.db_path = resolve_db_path(db_path)
         self.storage = storage
-        self.db_name = db_name or default_db_name(db_path)
+        self.db_name = db_name or default_db_name(Path(db_path))
         self.options = options or ReplicateOptions()
+        self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
         self.newest: Generation | None = None
+        self.chain = ChainState()
         self._loaded = False
         self._position: WalPosition | None = None  # end of what we shipped in `newest`
+        self._confirmed: uuid.UUID | None = None  # newest was seen in the bucket since we wrote
         # ReadLock.fingerprint() of the main file when its content was last known to equal the
         # newest snapshot: lets a daemon skip re-hashing an idle database every poll.
         self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
+        self._continuity: Continuity | None = None
+        self._tail: tuple[WalCapture, float] | None = None  # frames caught at our checkpoint
+        self._pending_continuity: Continuity | None = None
+        self.on_child_created: Callable[[uuid.UUID], None] | None = None
+
+    # --- sync ---------------------------------------------------------------------------------
 
     def sync(self, lock: ReadLock, progress: Progress | None = None) -> ReplicateResult:
-        """Ship everything committed that the bucket lacks. ``lock`` must be held."""
+        """Ship everything committed (when the sync began) that the bucket lacks. ``lock``
+        must be held."""
         progress = progress or NoProgress()
         assert lock.held, "sync needs the read transaction"
-        if not self._loaded:
-            self.storage.check_bucket()
-            self.newest = _load_newest(self.storage, self.db_name)
-            self._position = None
-            self._loaded = True
-        newest = self.newest
-        db_header = lock.db_header()
-        capture = capture_wal(wal_path(self.db_path), self._resume_point(), lock.wal_index())
         try:
-            decision = _decide(newest, capture, db_header.page_size,
-                               lambda: self._matches_snapshot(lock))
-            if decision.new_generation:
-                if capture.skipped:
-                    capture.close()
-                    capture = capture_wal(wal_path(self.db_path), None, lock.wal_index())
-                return self._new_generation(lock, capture, db_header, decision.reason,
-                                            progress)
-            assert newest is not None
-            return self._continue(newest, capture, db_header, decision.reason, progress)
+            if not self._loaded:
+                self._load()
+            self.lease.renew()
+            if self._tail is not None:
+                self._ship_tail(progress)
+            return self._sync(lock, progress)
         except BaseException:
             # What the bucket holds is uncertain after a failure half-way: list it again.
             self._loaded = False
             self._same_as_snapshot = None
             raise
-        finally:
-            capture.close()
+
+    def _sync(self, lock: ReadLock, progress: Progress) -> ReplicateResult:
+        db_header = lock.db_header()
+        index = lock.wal_index()  # the end of this sync: what is committed now
+        result: ReplicateResult | None = None
+        while True:
+            capture = capture_wal(wal_path(self.db_path), self._resume_point(), index,
+                                  self.options.max_capture_bytes)
+            stamp = self._stamp()
+            try:
+                decision = self._decide(lock, capture, db_header)
+                if decision.action == "new":
+                    capture.close()
+                    return self._new_generation(lock, db_header, decision, progress)
+                if decision.action == "child":
+                    result = self._create_child(capture)
+                elif result is None:
+                    newest = self.newest
+                    assert newest is not None
+                    result = ReplicateResult(newest.id, False, decision.reason,
+                                             last_frame=newest.last_frame)
+                result.wal_frames = capture.frame_count
+                if decision.action != "wait":
+                    self._continue(capture, db_header, stamp, result, progress)
+                result.caught_up = capture.complete
+            finally:
+                capture.close()
+            if capture.complete or decision.action == "wait":
+                return result
+
+    def _stamp(self) -> int:
+        """A batch's name carries a whole second that is at or after every commit in it: a
+        restore at T then never applies a commit made after T."""
+        return math.ceil(self.options.clock())
+
+    def _resume_point(self) -> WalPosition | None:
+        if self._position is not None:
+            return self._position
+        newest = self.newest
+        if newest is not None and newest.meta is not None:
+            return WalPosition(newest.meta.checksum, newest.contiguous_frame, None)
+        return None
+
+    def _load(self) -> None:
+        if not self.lease.held:
+            self.storage.check_bucket()
+            self.lease.acquire()
+            self._abort_stale_uploads()
+        self.newest = _load_newest(self.storage, self.db_name)
+        self._position = None
+        self._confirmed = None
+        if self.newest is not None and self._tail is None:
+            self.chain = _chain_state(self.storage, self.db_name, self.newest)
+        if (self._tail is not None and self._pending_continuity is not None
+                and (self.newest is None or self.newest.id != self._pending_continuity.parent)):
+            self._drop_tail()  # the generation we were finishing is gone
+        self._loaded = True
+
+    def _abort_stale_uploads(self) -> None:
+        """Multipart uploads of a replicator of this database that died: we hold the lease,
+        so nobody else is uploading."""
+        try:
+            for key, upload_id, _ in self.storage.stale_uploads(
+                    layout.generations_prefix(self.db_name)):
+                if layout.generation_from_prefix(self.db_name, key.rsplit("/", 1)[0] + "/"):
+                    log.info("db=%s event=abort_stale_upload key=%s", self.db_name, key)
+                    self.storage.abort_upload(key, upload_id)
+        except StorageError as exc:  # not every server lists uploads; they expire anyway
+            log.warning("db=%s event=stale_uploads_unchecked error=%r", self.db_name, str(exc))
+
+    def _decide(self, lock: ReadLock, capture: WalCapture, db_header: DbHeader) -> _Decision:
+        """Does the local database continue the newest generation, start a child of it with
+        no snapshot, or need a new generation with a snapshot?"""
+        newest = self.newest
+        header = capture.header
+        page_size = db_header.page_size
+        foreign = self.lease.previous_writer
+        if foreign is not None and foreign != self.lease.identity:
+            return _Decision("new", f"the newest generation was written by {foreign}, not by "
+                                    f"{self.lease.identity}: starting cleanly", dep=False)
+        if newest is None:
+            return _Decision("new", "no generation in the bucket yet", dep=False)
+        c = self._continuity
+        if c is not None:
+            if not lock.held or lock.epoch != c.epoch:
+                self._continuity = None  # the read transaction let go: no longer proven
+            elif header is None or header.checksum == c.old_header:
+                return _Decision("continue", "no new WAL cycle since our checkpoint")
+            elif capture.frame_count == 0:
+                return _Decision("wait", "new WAL cycle has no committed frame yet")
+            elif header.page_size == c.page_size:
+                return _Decision("child", "continues its parent after our checkpoint")
+        if not newest.complete:
+            return _Decision("new", f"generation {newest.id} is incomplete (no .meta)")
+        last = newest.last_frame
+        if last and newest.contiguous_frame != last:
+            return _Decision("new", f"generation {newest.id} has a gap in its WAL batches")
+        meta = newest.meta
+        assert meta is not None
+        if (header is not None and meta.page_size == page_size
+                and meta.checksum == header.checksum and header.page_size == page_size
+                and capture.frame_count >= last):
+            if capture.new_frames > 0 and not self._still_there(newest):
+                return _Decision("new", f"generation {newest.id} was removed from the bucket",
+                                 dep=False)
+            return _Decision("continue", "local WAL continues the newest generation")
+        # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
+        # snapshot, the current WAL (whatever its salts) applies on top of it.
+        if last == 0 and newest.snapshot is not None and self._matches_snapshot(lock):
+            return _Decision("continue", "database file unchanged since the newest snapshot")
+        if header is None:
+            return _Decision("new", "WAL was checkpointed away since the last run")
+        if meta.checksum != header.checksum:
+            return _Decision("new", "WAL was restarted (checkpoint) since the last run")
+        if meta.page_size != page_size:
+            return _Decision("new", "page size changed")
+        return _Decision("new", f"local WAL has {capture.frame_count} committed frames, "
+                                f"bucket has {last}")
+
+    def _still_there(self, g: Generation) -> bool:
+        """A cheap check before shipping into a generation we did not just write: ``rm -g``
+        of it must make us start a new one, not ship into a deleted prefix."""
+        if self._confirmed == g.id:
+            return True
+        if self.storage.exists(g.key(layout.META)):
+            self._confirmed = g.id
+            return True
+        log.warning("db=%s event=generation_removed generation=%s: starting a new generation",
+                    self.db_name, g.id)
+        return False
 
     def _matches_snapshot(self, lock: ReadLock) -> bool:
         """Is the main file byte for byte the newest snapshot (hashing only when it moved)?"""
         newest = self.newest
-        digest = newest.snapshot.metadata.get(SHA256_METADATA) if newest and newest.snapshot \
-            else None
+        snap = newest.snapshot if newest is not None else None
+        digest = snap.metadata.get(SHA256_METADATA) if snap is not None else None
         if not digest:
             return False
         before = lock.fingerprint()
@@ -126,108 +322,286 @@ class Replicator:
         self._same_as_snapshot = before if lock.fingerprint() == before else None
         return True
 
-    def _resume_point(self) -> WalPosition | None:
-        if self._position is not None:
-            return self._position
-        newest = self.newest
-        if newest is not None and newest.meta is not None:
-            return WalPosition(newest.meta.checksum, newest.last_frame, None)
-        return None
+    # --- new generations ----------------------------------------------------------------------
 
-    def _new_generation(self, lock: ReadLock, capture: WalCapture, db_header: DbHeader,
-                        reason: str, progress: Progress) -> ReplicateResult:
-        parent = self.newest
-        progress.start("snapshot", self.db_path.stat().st_size)
-        before = lock.fingerprint()
-        snapshot = compress_snapshot(lock, self.options.codec,
-                                     lambda n: progress.advance("snapshot", n))
-        progress.finish("snapshot")
-        # Only an empty WAL guarantees no checkpoint wrote into the file during the copy.
-        same = before if capture.frame_count == 0 and lock.fingerprint() == before else None
+    def _new_generation(self, lock: ReadLock, db_header: DbHeader, decision: _Decision,
+                        progress: Progress) -> ReplicateResult:
+        """A generation with a snapshot: the image of the database as of every frame committed
+        now, then those frames (so that the generation's WAL chain starts at frame 1), then
+        ``.meta``."""
+        parent = self.newest if decision.dep else None
+        self._continuity = None
+        self._drop_tail()
+        index = lock.wal_index()
+        capture = capture_wal(wal_path(self.db_path), None, index)
         try:
-            gen = layout.new_generation_id(int(self.options.clock() * 1e9),
-                                           newer_than=parent.id if parent else None)
-            meta = Meta(db_header.page_size,
-                        capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
-            snap_info = self._upload_generation(gen, snapshot, meta, db_header, parent,
-                                                progress)
+            at = self.options.clock()
+            progress.start("snapshot", lock.db_path.stat().st_size)
+            before = lock.fingerprint()
+            snapshot = write_snapshot(lock, capture, self.options.codec,
+                                      lambda n: progress.advance("snapshot", n))
+            progress.finish("snapshot")
+            try:
+                self._check_image(lock, capture)
+                # Only an empty WAL guarantees no checkpoint wrote into the file meanwhile.
+                same = (before if capture.frame_count == 0 and lock.fingerprint() == before
+                        else None)
+                gen = layout.new_generation_id(math.ceil(at * 1000) * 1_000_000,
+                                               newer_than=parent.id if parent else None)
+                meta = Meta(db_header.page_size,
+                            capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
+                g = Generation(self.db_name, gen, snapshot_codec=snapshot.codec,
+                               parent=parent.id if parent else None,
+                                              change_counter=snapshot.change_counter)
+                g.snapshot = self._upload_snapshot(g, snapshot, progress)
+                self._put_small(g, parent_frames=None)
+            finally:
+                discard(snapshot.path)
+            result = ReplicateResult(gen, True, decision.reason,
+                                     snapshot_bytes=snapshot.size,
+                                     wal_frames=capture.frame_count)
+            self.newest, self._position, self._same_as_snapshot = g, None, same
+            self._confirmed = gen
+            self._ship(g, capture, math.ceil(at), result, progress)
+            self.storage.put(g.key(layout.META), meta.encode())  # last: now it is complete
+            g.meta = meta
+            self.chain = ChainState(0, 0, at)
+            self.lease.previous_writer = None  # the newest generation is ours from now on
         finally:
-            snapshot.path.unlink(missing_ok=True)
-        g = Generation(self.db_name, gen, snapshot=snap_info, snapshot_codec=snapshot.codec,
-                       meta=meta, parent=parent.id if parent else None,
-                       change_counter=db_header.change_counter_bytes)
-        self.newest, self._position, self._same_as_snapshot = g, None, same
-        result = ReplicateResult(gen, True, reason, snapshot_bytes=snapshot.size,
-                                 wal_frames=capture.frame_count)
-        self._ship(g, capture, result, progress)
+            capture.close()
         log.info("db=%s event=generation generation=%s reason=%r snapshot_bytes=%d frames=%d",
-                 self.db_name, gen, reason, snapshot.size, result.frames_shipped)
+                 self.db_name, gen, decision.reason, snapshot.size, result.frames_shipped)
         return result
 
-    def _continue(self, g: Generation, capture: WalCapture, db_header: DbHeader, reason: str,
-                  progress: Progress) -> ReplicateResult:
-        result = ReplicateResult(g.id, False, reason, last_frame=g.last_frame,
-                                 wal_frames=capture.frame_count)
-        if capture.header is not None and capture.new_frames > 0:
-            meta = Meta(db_header.page_size, capture.header.checksum)
-            if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
-                self.storage.put(g.key(layout.META), meta.encode())
-                g.meta = meta
-        self._ship(g, capture, result, progress)
-        if result.frames_shipped:
-            log.info("db=%s event=shipped generation=%s frames=%d batches=%d last_frame=%d",
-                     self.db_name, g.id, result.frames_shipped, result.batches_shipped,
-                     result.last_frame)
-        return result
+    def _check_image(self, lock: ReadLock, capture: WalCapture) -> None:
+        """The image holds every frame a checkpoint could have copied into the file while we
+        read it (see snapshot.py); make sure nothing past the capture was copied."""
+        index = lock.wal_index()
+        if (capture.header is not None and index is not None
+                and index.salts == capture.header.salts
+                and lock.backfilled() > capture.frame_count):
+            raise LocalDatabaseError(f"{self.db_path}: a checkpoint copied frames past our read "
+                                     "snapshot while the snapshot was taken; try again")
 
-    def _upload_generation(self, gen: uuid.UUID, snapshot: SnapshotFile, meta: Meta,
-                           db_header: DbHeader, parent: Generation | None,
-                           progress: Progress) -> ObjectInfo:
-        """Snapshot first, small objects after: a crash half-way leaves a generation that
-        restores (snapshot alone) or that the next run recognises and completes."""
-        key = layout.object_key(self.db_name, gen, layout.snapshot_name(snapshot.codec))
-        metadata = {SHA256_METADATA: snapshot.sha256}
+    def _upload_snapshot(self, g: Generation, snapshot: SnapshotFile,
+                         progress: Progress) -> ObjectInfo:
+        key = g.key(layout.snapshot_name(snapshot.codec))
+        metadata = {SHA256_METADATA: snapshot.sha256, FRAMES_METADATA: str(snapshot.wal_frames)}
         progress.start("upload snapshot", snapshot.size)
         with open(snapshot.path, "rb") as f:
             self.storage.upload(key, f, metadata=metadata,
                                 on_progress=lambda n: progress.advance("upload snapshot", n))
         progress.finish("upload snapshot")
-        self.storage.put(layout.object_key(self.db_name, gen, layout.CHANGE_COUNTER),
-                         db_header.change_counter_bytes)
-        if parent is not None:
-            self.storage.put(layout.object_key(self.db_name, gen, layout.DEPENDENCY),
-                             layout.encode_dependency(parent.id))
-        self.storage.put(layout.object_key(self.db_name, gen, layout.META), meta.encode())
         return ObjectInfo(key, snapshot.size, None, metadata)
 
-    def _ship(self, g: Generation, capture: WalCapture, result: ReplicateResult,
+    def _put_small(self, g: Generation, parent_frames: tuple[int, Checksum] | None) -> None:
+        """``.changecounter`` and ``.dep``. The dependency's metadata says what the generation
+        starts from: its own snapshot, or the parent up to a frame whose checksum it gives
+        (a reader can then tell a parent that lost frames; libSQL ignores metadata)."""
+        if g.change_counter is not None:
+            self.storage.put(g.key(layout.CHANGE_COUNTER), g.change_counter)
+        if g.parent is not None:
+            if parent_frames is None:
+                metadata = {BASE_METADATA: "snapshot"}
+            else:
+                metadata = {PARENT_FRAMES_METADATA: str(parent_frames[0]),
+                            PARENT_CHECKSUM_METADATA:
+                                f"{parent_frames[1][0]:08x}-{parent_frames[1][1]:08x}"}
+            self.storage.put(g.key(layout.DEPENDENCY), layout.encode_dependency(g.parent),
+                             metadata=metadata)
+
+    def _create_child(self, capture: WalCapture) -> ReplicateResult:
+        """The first frames of the WAL cycle after our checkpoint: a generation with no
+        snapshot that restores through its parent."""
+        c = self._continuity
+        assert c is not None and capture.header is not None
+        meta = Meta(c.page_size, capture.header.checksum)
+        g = Generation(self.db_name, c.generation, meta=meta, parent=c.parent,
+                       change_counter=c.change_counter, parent_frames=c.parent_frames,
+                       parent_checksum=c.parent_checksum)
+        self._put_small(g, (c.parent_frames, c.parent_checksum))
+        self.storage.put(g.key(layout.META), meta.encode())
+        self.newest, self._position, self._confirmed = g, None, g.id
+        self._continuity = None
+        self.chain.depth += 1
+        log.info("db=%s event=generation generation=%s parent=%s snapshot=none chain=%d",
+                 self.db_name, g.id, c.parent, self.chain.depth)
+        if self.on_child_created is not None:
+            self.on_child_created(g.id)
+        return ReplicateResult(g.id, True, "continues its parent after our checkpoint",
+                               snapshotless=True)
+
+    # --- shipping -----------------------------------------------------------------------------
+
+    def _continue(self, capture: WalCapture, db_header: DbHeader, stamp: int,
+                  result: ReplicateResult, progress: Progress) -> None:
+        g = self.newest
+        assert g is not None
+        if capture.header is not None and capture.new_frames > 0:
+            meta = Meta(db_header.page_size, capture.header.checksum)
+            if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
+                self.storage.put(g.key(layout.META), meta.encode())
+                g.meta = meta
+        self._ship(g, capture, stamp, result, progress)
+        if result.frames_shipped:
+            log.info("db=%s event=shipped generation=%s frames=%d batches=%d last_frame=%d",
+                      self.db_name, g.id, result.frames_shipped, result.batches_shipped,
+                      result.last_frame)
+
+    def _ship(self, g: Generation, capture: WalCapture, stamp: int, result: ReplicateResult,
               progress: Progress) -> None:
-        """Upload the captured frames as numbered batches, recording each as it lands."""
+        """Upload the captured frames as numbered batches (several in flight), recording each
+        as it lands, in frame order."""
         header = capture.header
         if header is None:
             return
         if capture.new_frames > 0:
-            frame_size = FRAME_HEADER_SIZE + header.page_size
+            frame_size = capture.frame_size
             per_batch = max(1, min(self.options.max_batch_frames,
                                    self.options.max_batch_bytes // frame_size))
-            first = capture.skipped + 1
             progress.start("upload frames", capture.new_frames, unit="frames")
             capture.frames.seek(0)
-            while first <= capture.frame_count:
-                last = min(capture.frame_count, first + per_batch - 1)
-                data = capture.frames.read((last - first + 1) * frame_size)
-                key = BatchKey(first, last, int(self.options.clock()), self.options.codec)
+            codec = self.options.codec
+
+            def upload(key: BatchKey, data: bytes) -> ObjectInfo:
+                body = compress(data, codec)
                 obj_key = g.key(key.name)
-                body = compress(data, self.options.codec)
                 self.storage.put(obj_key, body)
-                g.batches.append((key, ObjectInfo(obj_key, len(body))))
-                result.frames_shipped += last - first + 1
-                result.batches_shipped += 1
-                progress.advance("upload frames", last - first + 1)
-                first = last + 1
+                return ObjectInfo(obj_key, len(body))
+
+            threads = max(1, self.options.upload_threads)
+            window: deque[tuple[BatchKey, Future[ObjectInfo]]] = deque()
+            with ThreadPoolExecutor(threads, thread_name_prefix="ship") as pool:
+                try:
+                    first = capture.skipped + 1
+                    while first <= capture.frame_count or window:
+                        while first <= capture.frame_count and len(window) < threads:
+                            last = min(capture.frame_count, first + per_batch - 1)
+                            data = capture.frames.read((last - first + 1) * frame_size)
+                            key = BatchKey(first, last, stamp, codec)
+                            window.append((key, pool.submit(upload, key, data)))
+                            first = last + 1
+                        key, fut = window.popleft()
+                        info = fut.result()
+                        g.batches.append((key, info))
+                        n = key.last - key.first + 1
+                        result.frames_shipped += n
+                        result.batches_shipped += 1
+                        result.bytes_shipped += n * frame_size
+                        self.chain.wal_bytes += n * frame_size
+                        progress.advance("upload frames", n)
+                finally:
+                    for _, fut in window:
+                        fut.cancel()
             progress.finish("upload frames")
         result.last_frame = g.last_frame
         self._position = WalPosition(header.checksum, capture.frame_count, capture.checksum)
+
+    # --- our checkpoint -----------------------------------------------------------------------
+
+    def checkpoint(self, lock: ReadLock, pin: bool = False, busy_ms: int = 1000,
+                   truncate: bool = False) -> CheckpointOutcome:
+        """Copy the WAL back into the database so that the next write starts a new WAL cycle,
+        and prove that cycle continues the newest generation (see the module docstring).
+
+        Under SQLite's write lock: capture every frame committed since the last sync, run a
+        PASSIVE checkpoint, and take the read transaction again (it lands on the main file,
+        read-lock 0, because every frame is copied back). The captured tail is shipped to the
+        newest generation before the child is written. ``pin`` also opens a second read
+        transaction there, which keeps the main file exactly as the child starts for as long
+        as it is held (a snapshot of it can be taken off the hot path). ``truncate`` (a WAL
+        past the emergency size) gives the disk space back with a TRUNCATE checkpoint after the
+        write lock is released; continuity then holds only if no commit slipped in between.
+        """
+        newest, position = self.newest, self._position
+        if (newest is None or position is None or self._tail is not None
+                or self._continuity is not None or not lock.held):
+            return CheckpointOutcome(False)
+        gate = WriteGate(self.db_path)
+        if not gate.try_enter(busy_ms):
+            return CheckpointOutcome(False, busy=True)
+        pinned: ReadLock | None = None
+        try:
+            index = lock.wal_index()
+            tail = capture_wal(wal_path(self.db_path), position, index)
+            at = self.options.clock()
+            header = tail.header
+            if (header is None or header.checksum != position.header_checksum
+                    or tail.skipped != position.frame_count or tail.frame_count == 0):
+                tail.close()
+                return CheckpointOutcome(False)
+            _, wal_frames, copied = lock.checkpoint_passive()
+            lock.acquire()  # read-lock 0 when everything was copied back
+            if not wal_frames == copied == tail.frame_count:
+                tail.close()  # a reader of the application's holds an older snapshot
+                return CheckpointOutcome(False, busy=True, wal_frames=wal_frames)
+            if pin:
+                pinned = ReadLock(self.db_path)
+                pinned.acquire()
+            change_counter = lock.db_header().change_counter_bytes
+            if truncate:
+                # Our read-lock 0 blocks copying any frame of the next cycle, so TRUNCATE can
+                # only cut frames that are already in the database file.
+                gate.truncate_wal(busy_ms)
+        finally:
+            gate.leave()
+        parent_stamp = max((k.timestamp for k, _ in newest.batches), default=0)
+        child_time = max(math.ceil(at), parent_stamp)
+        child = layout.new_generation_id(child_time * 1_000_000_000, newer_than=newest.id)
+        self._pending_continuity = Continuity(
+            newest.id, tail.frame_count, tail.checksum, header.checksum, child,
+            change_counter, header.page_size, lock.epoch)
+        self._tail = (tail, at)
+        log.info("db=%s event=checkpoint wal_frames=%d child=%s", self.db_name, wal_frames,
+                 child)
+        return CheckpointOutcome(True, pinned=pinned, child=child, wal_frames=wal_frames)
+
+    def ship_tail(self, progress: Progress | None = None) -> None:
+        """Ship the frames caught at our checkpoint (``sync`` also does it first thing)."""
+        if self._tail is not None:
+            self._ship_tail(progress or NoProgress())
+
+    def _ship_tail(self, progress: Progress) -> None:
+        assert self._tail is not None
+        tail, at = self._tail
+        newest, c = self.newest, self._pending_continuity
+        assert c is not None
+        if newest is None or newest.id != c.parent:
+            self._drop_tail()
+            return
+        shipped = newest.contiguous_frame
+        if shipped > tail.skipped:  # some of it landed before a failure: ship the rest
+            frame_size = tail.frame_size
+            tail.frames.seek((shipped - tail.skipped) * frame_size)
+            rest = tail.frames.read()
+            tail.frames.seek(0)
+            tail.frames.truncate()
+            tail.frames.write(rest)
+            tail.skipped = min(shipped, tail.frame_count)
+        result = ReplicateResult(newest.id, False, "tail")
+        self._ship(newest, tail, math.ceil(at), result, progress)
+        tail.close()
+        self._tail = None
+        self._continuity, self._pending_continuity = c, None
+
+    def _drop_tail(self) -> None:
+        if self._tail is not None:
+            self._tail[0].close()
+        self._tail, self._pending_continuity = None, None
+
+    def snapshot_uploaded(self, generation: uuid.UUID, when: float) -> None:
+        """A snapshot of ``generation`` landed (taken off the hot path): the chain restarts
+        there."""
+        newest = self.newest
+        if newest is None:
+            return
+        if newest.id == generation or (self._continuity is not None
+                                       and self._continuity.generation == generation):
+            self.chain = ChainState(0, 0, when)
+
+    def close(self) -> None:
+        self._drop_tail()
+        self.lease.release()
 
 
 def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
@@ -238,15 +612,27 @@ def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
     Continues the newest generation when the local WAL provably extends it; otherwise starts a
     new generation from a snapshot taken under a read transaction (see docs/algorithms.md).
     """
-    replicator = Replicator(db_path, storage, db_name, options)
+    from .database import ReplicatorLock
+    from .tempfiles import remove_stale
+
+    db_path = resolve_db_path(db_path)
+    local = ReplicatorLock(db_path)
     lock = ReadLock(db_path)
+    lock.db_header()  # a bad local file fails before any request
+    local.acquire(wait=ONCE_LOCK_WAIT)
+    replicator = Replicator(db_path, storage, db_name, options)
     try:
-        lock.db_header()  # a bad local file fails before any request
+        remove_stale(db_path)
         storage.check_bucket()  # a bad bucket fails before SQLite opens the database
         lock.acquire()
         return replicator.sync(lock, progress)
     finally:
+        replicator.close()
         lock.close()
+        local.release()
+
+
+ONCE_LOCK_WAIT = 10.0  # seconds a --once run waits for another replicator of the same file
 
 
 def _load_newest(storage: Storage, db_name: str) -> Generation | None:
@@ -262,37 +648,17 @@ def _load_newest(storage: Storage, db_name: str) -> Generation | None:
     return g
 
 
-@dataclass(frozen=True)
-class _Decision:
-    new_generation: bool
-    reason: str
-
-
-def _decide(newest: Generation | None, capture: WalCapture, page_size: int,
-            matches_snapshot: Callable[[], bool]) -> _Decision:
-    """Does the local database continue the newest generation, or must a new one start?"""
-    if newest is None:
-        return _Decision(True, "no generation in the bucket yet")
-    if newest.snapshot is None:
-        return _Decision(True, f"generation {newest.id} has no snapshot of its own")
-    meta = newest.meta
-    last = newest.last_frame
-    if last and newest.contiguous_frame != last:
-        return _Decision(True, f"generation {newest.id} has a gap in its WAL batches")
-    header = capture.header
-    if (meta is not None and header is not None and meta.page_size == page_size
-            and meta.checksum == header.checksum and header.page_size == page_size
-            and capture.frame_count >= last):
-        return _Decision(False, "local WAL continues the newest generation")
-    # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
-    # snapshot, the current WAL (whatever its salts) applies on top of it.
-    if last == 0 and matches_snapshot():
-        return _Decision(False, "database file unchanged since the newest snapshot")
-    if header is None:
-        return _Decision(True, "WAL was checkpointed away since the last run")
-    if meta is None or meta.checksum != header.checksum:
-        return _Decision(True, "WAL was restarted (checkpoint) since the last run")
-    if meta.page_size != page_size:
-        return _Decision(True, "page size changed")
-    return _Decision(True, f"local WAL has {capture.frame_count} committed frames, "
-                           f"bucket has {last}")
+def _chain_state(storage: Storage, db_name: str, newest: Generation) -> ChainState:
+    """Generations and WAL bytes from the newest snapshot up to ``newest``."""
+    state = ChainState(0, 0, newest.created.timestamp())
+    g: Generation | None = newest
+    while g is not None and g.snapshot is None and g.parent is not None \
+            and state.depth < MAX_CHAIN:
+        state.depth += 1
+        state.wal_bytes += sum(o.size for _, o in g.batches)
+        try:
+            g = describe_generation(storage, db_name, g.parent, change_counter=False)
+        except NotFoundError:
+            break
+        state.since = g.created.timestamp()
+    return state

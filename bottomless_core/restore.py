@@ -1,10 +1,28 @@
-"""Restore: choose a generation, download its snapshot, replay its WAL batches, swap in."""
+"""Restore: choose a generation, rebuild its starting state (its snapshot, or its parent chain
+back to one), replay its WAL batches, check the result and swap it in.
+
+Rules that make every restore exact (docs/format.md, "Reading rules"):
+
+- A generation without ``.meta`` was interrupted while being created. Its snapshot, if it has
+  one, is a consistent image on its own (snapshot.py) and is used alone; otherwise it is
+  skipped in favour of an older one, with a note.
+- A snapshot-less generation restores through its parent (``.dep``); the parent's frames are
+  applied up to the frame the child starts from, and the chain checksum there must equal the
+  one the child recorded, so a parent that lost a batch is an error, not a wrong database.
+- With ``--utc-time T``, a batch is applied only if its stamp (a whole second at or after every
+  commit in it) is at most T. If an ancestor is cut short that way, later generations are not
+  applied on top of it.
+- Batches that overlap (the same frames shipped twice) are applied once: the repeated frames
+  must carry the same checksums as the ones already applied.
+"""
 
 from __future__ import annotations
 
+import array
 import contextlib
-import itertools
+import hashlib
 import os
+import stat
 import tempfile
 import uuid
 from collections import deque
@@ -15,15 +33,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from . import layout
+import numpy as np
+
+from . import layout, walsum
 from .catalog import (
+    SHA256_METADATA,
     Generation,
     describe_generation,
+    is_dead,
     list_generations,
     read_tombstone,
 )
-from .codec import CodecError, Decoder, decompress
-from .database import check_sqlite_file
+from .codec import Codec, CodecError, Decoder, iter_decompressed
+from .database import check_sqlite_file, open_by_another_process, resolve_db_path
 from .errors import (
     CorruptBackupError,
     LocalDatabaseError,
@@ -33,11 +55,14 @@ from .errors import (
 from .layout import BatchKey
 from .progress import NoProgress, Progress
 from .storage import ObjectInfo, Storage
-from .wal import FRAME_HEADER_SIZE, FrameChain
+from .tempfiles import discard, forget, owned_temp_path
+from .wal import FRAME_HEADER_SIZE, Checksum
 
 MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
-PENDING_MEMORY = 32 << 20  # an unfinished transaction's frames stay in memory up to this
 PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
+PREFETCH_BYTES = 24 << 20  # ...and at most this many compressed bytes of them in memory
+DECODE_BLOCK = 4 << 20  # raw bytes of a batch decompressed, verified and applied at a time
+PENDING_MEMORY = 32 << 20  # an unfinished transaction's frames stay in memory up to this
 
 
 @dataclass
@@ -51,77 +76,147 @@ class RestoreResult:
     change_counter: int = 0
     integrity: str = ""
     path: Path | None = None
-    skipped_batches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a user should know about the choice
 
 
-def choose_generation(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
-                      utc_time: datetime | None = None) -> uuid.UUID:
-    """The generation to restore: the given one, the newest created at or before ``utc_time``,
-    or the newest. Generations covered by the database's tombstone are refused."""
+@dataclass
+class RestorePlan:
+    chain: list[Generation]  # oldest (the one whose snapshot is used) first
+    notes: list[str] = field(default_factory=list)
+    base_only: bool = False  # stop where the chosen generation starts (its own frames unused)
+
+    @property
+    def generation(self) -> Generation:
+        return self.chain[-1]
+
+
+def plan_restore(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
+                 utc_time: datetime | None = None) -> RestorePlan:
+    """The generation to restore and the chain it restores through.
+
+    Given one: it must exist, not be tombstoned, and be restorable. Otherwise the newest
+    restorable generation created at or before ``utc_time`` (or the newest); an interrupted
+    one is passed over with a note.
+    """
     tombstone = read_tombstone(storage, db_name)
-
-    def dead(gen: uuid.UUID) -> bool:
-        return tombstone is not None and layout.generation_time(gen).timestamp() <= tombstone
-
+    notes: list[str] = []
     if generation is not None:
-        prefix = layout.generation_prefix(db_name, generation)
-        if next(storage.list_objects(prefix), None) is None:
-            raise NotFoundError(f"generation {generation} of {db_name!r} not found in bucket "
-                                f"{storage.bucket!r}")
-        if dead(generation):
+        if is_dead(tombstone, generation):
             raise NotFoundError(f"generation {generation} was deleted (tombstone)")
-        return generation
+        try:
+            g = describe_generation(storage, db_name, generation, change_counter=False)
+        except NotFoundError:
+            raise NotFoundError(f"generation {generation} of {db_name!r} not found in bucket "
+                                f"{storage.bucket!r}") from None
+        if not g.complete and g.snapshot is None:
+            raise CorruptBackupError(
+                f"generation {generation} is incomplete (its creation was interrupted: no "
+                f"{layout.META}, no snapshot); restore an older one")
+        return RestorePlan(_chain(storage, db_name, g, notes), notes)
     for gen in list_generations(storage, db_name):
-        if dead(gen):
+        if is_dead(tombstone, gen):
             break  # everything older is covered by the tombstone too
-        if utc_time is None or layout.generation_time(gen) <= utc_time:
-            return gen
+        if utc_time is not None and layout.generation_time(gen) > utc_time:
+            continue
+        try:
+            g = describe_generation(storage, db_name, gen, change_counter=False)
+        except NotFoundError:
+            continue  # removed while we listed
+        if not g.complete and g.snapshot is None:
+            notes.append(f"skipped generation {gen}: incomplete (its creation was "
+                         "interrupted)")
+            continue
+        return RestorePlan(_chain(storage, db_name, g, notes), notes)
     when = f" created at or before {utc_time:%Y-%m-%d %H:%M:%S} UTC" if utc_time else ""
     raise NotFoundError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
 
 
+def choose_generation(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
+                      utc_time: datetime | None = None) -> uuid.UUID:
+    """The id of the generation ``restore`` would use."""
+    return plan_restore(storage, db_name, generation, utc_time).generation.id
+
+
+def _chain(storage: Storage, db_name: str, g: Generation, notes: list[str]) -> list[Generation]:
+    """``g`` and, if it has no snapshot, its ancestors up to one that has (oldest first)."""
+    chain = [g]
+    if not g.complete:
+        notes.append(f"generation {g.id} is incomplete (its creation was interrupted): its "
+                     "snapshot is used alone")
+    while chain[-1].snapshot is None:
+        child = chain[-1]
+        if len(chain) >= MAX_RESTORE_DEPTH:
+            raise CorruptBackupError(f"no snapshot within {MAX_RESTORE_DEPTH} generations of "
+                                     f"{g.id}")
+        if child.parent is None:
+            raise CorruptBackupError(f"generation {child.id} has no snapshot and no parent "
+                                     f"({layout.DEPENDENCY}) to restore from")
+        if child.own_base:
+            raise CorruptBackupError(
+                f"generation {child.id} starts from its own snapshot, which is missing "
+                f"({child.key(layout.snapshot_name(child.snapshot_codec or Codec.ZSTD))})")
+        try:
+            parent = describe_generation(storage, db_name, child.parent, change_counter=False)
+        except NotFoundError:
+            raise CorruptBackupError(
+                f"generation {child.id} restores through {child.parent}, which is missing "
+                f"from the bucket ({layout.generation_prefix(db_name, child.parent)})") from None
+        if not parent.complete and (parent.snapshot is None or child.parent_frames):
+            raise CorruptBackupError(
+                f"generation {child.id} restores through {parent.id}, which has no "
+                f"{layout.META} ({parent.key(layout.META)} is missing)")
+        chain.append(parent)
+    return list(reversed(chain))
+
+
 def restore(storage: Storage, db_name: str, target: Path, *,
             generation: uuid.UUID | None = None, utc_time: datetime | None = None,
-            force: bool = False, verify_only: bool = False,
+            force: bool = False, verify_only: bool = False, base_only: bool = False,
             progress: Progress | None = None) -> RestoreResult:
-    """Restore into ``target`` (atomically), or with ``verify_only`` into a temporary file that
-    is checked and deleted. A failed restore leaves ``target`` untouched."""
+    """Restore into ``target`` (atomically), or with ``verify_only`` into a temporary file
+    that is checked and deleted. A failed restore leaves ``target`` untouched. ``base_only``
+    rebuilds the state the generation starts from (what its snapshot holds or would hold)."""
     progress = progress or NoProgress()
     if utc_time is not None and utc_time.tzinfo is None:
         utc_time = utc_time.replace(tzinfo=UTC)
-    if not verify_only:
+    if verify_only:
+        target = Path(tempfile.gettempdir()) / (target.name or db_name)
+    else:
+        target = _real_target(target)
         _refuse_overwrite(target, force)
     storage.check_bucket()
-    gen = choose_generation(storage, db_name, generation, utc_time)
-    chain = _generation_chain(storage, db_name, gen)
-    result = RestoreResult(gen, [g.id for g in chain])
-    directory = target.parent
-    if verify_only and not directory.is_dir():
-        directory = Path(tempfile.gettempdir())
+    plan = plan_restore(storage, db_name, generation, utc_time)
+    plan.base_only = base_only
+    result = RestoreResult(plan.generation.id, [g.id for g in plan.chain], notes=plan.notes)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".restoring",
-                                        dir=directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = owned_temp_path(target, "restoring")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise LocalDatabaseError(f"{directory}: cannot write there ({exc.strerror})") from None
-    tmp = Path(tmp_name)
+        raise LocalDatabaseError(f"{target.parent}: cannot write there "
+                                 f"({exc.strerror})") from None
     try:
-        return _restore_into(storage, chain, tmp, fd, target, utc_time, result, force,
+        return _restore_into(storage, plan, tmp, fd, target, utc_time, result, force,
                              verify_only, progress)
     except OSError as exc:  # local disk: full, read-only, vanished directory...
         raise LocalDatabaseError(f"{target}: restore failed writing locally "
                                  f"({exc.strerror or exc})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
-def _restore_into(storage: Storage, chain: list[Generation], tmp: Path, fd: int, target: Path,
+def _real_target(target: Path) -> Path:
+    """Restoring over a symlink replaces the file it points to, not the link."""
+    return resolve_db_path(target) if target.is_symlink() else target
+
+
+def _restore_into(storage: Storage, plan: RestorePlan, tmp: Path, fd: int, target: Path,
                   utc_time: datetime | None, result: RestoreResult, force: bool,
                   verify_only: bool, progress: Progress) -> RestoreResult:
     """Build the database in ``tmp``, check it, then swap it in (unless verify_only)."""
     with os.fdopen(fd, "r+b") as out:
-        _download_snapshot(storage, chain[0], out, progress)
-        _replay(storage, chain, out, utc_time, result, progress)
+        _download_snapshot(storage, plan.chain[0], out, progress)
+        _replay(storage, plan, out, utc_time, result, progress)
         out.flush()
         os.fsync(out.fileno())
     result.integrity, header = check_sqlite_file(tmp)
@@ -133,41 +228,53 @@ def _restore_into(storage: Storage, chain: list[Generation], tmp: Path, fd: int,
     if verify_only:
         return result
     _refuse_overwrite(target, force)
+    _copy_ownership(target, tmp)
     for suffix in ("-wal", "-shm"):  # a stale WAL would be replayed over the restored file
         target.with_name(target.name + suffix).unlink(missing_ok=True)
     os.replace(tmp, target)
+    forget(tmp)
     _fsync_dir(target.parent)
     result.path = target
     return result
 
 
 def _refuse_overwrite(target: Path, force: bool) -> None:
+    """Never replace a database silently: not a non-empty one without --force, and not one
+    that a running application has open (its connection would keep the old file)."""
+    try:
+        size = target.stat().st_size
+    except FileNotFoundError:
+        return
+    pid = open_by_another_process(target) if size else None
     if force:
         return
-    with contextlib.suppress(FileNotFoundError):
-        if target.stat().st_size > 0:
-            raise RestoreRefusedError(f"{target} already exists and is not empty; "
-                                      "use --force to overwrite it")
+    if pid:
+        raise RestoreRefusedError(f"{target} is open in another process (pid {pid}); stop the "
+                                  "application first, or use --force to replace it anyway")
+    if size > 0:
+        raise RestoreRefusedError(f"{target} already exists and is not empty; "
+                                  "use --force to overwrite it")
 
 
-def _generation_chain(storage: Storage, db_name: str, gen: uuid.UUID) -> list[Generation]:
-    """The generation and, if it has no snapshot, its ancestors up to one that has."""
-    chain: list[Generation] = []
-    current: uuid.UUID | None = gen
-    while current is not None:
-        if len(chain) >= MAX_RESTORE_DEPTH:
-            raise CorruptBackupError(f"no snapshot within {MAX_RESTORE_DEPTH} generations of "
-                                     f"{gen}")
-        try:
-            g = describe_generation(storage, db_name, current)
-        except NotFoundError:
-            raise CorruptBackupError(f"generation {chain[-1].id if chain else gen} depends on "
-                                     f"{current}, which is missing") from None
-        chain.append(g)
-        if g.snapshot is not None:
-            return list(reversed(chain))
-        current = g.parent
-    raise CorruptBackupError(f"generation {gen} has no snapshot and no parent to take one from")
+def live_user(target: Path) -> int | None:
+    """The pid of a process that has ``target`` open (what --force replaces under it)."""
+    target = _real_target(target)
+    return open_by_another_process(target) if target.exists() else None
+
+
+def _copy_ownership(target: Path, tmp: Path) -> None:
+    """The restored file keeps the replaced file's mode and owner; a new one gets the mode
+    a new file would get (0666 less the umask), not the temporary file's 0600."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        return
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    with contextlib.suppress(PermissionError):
+        os.chown(tmp, st.st_uid, st.st_gid)
 
 
 def _download_snapshot(storage: Storage, g: Generation, out: IO[bytes],
@@ -175,9 +282,16 @@ def _download_snapshot(storage: Storage, g: Generation, out: IO[bytes],
     assert g.snapshot is not None and g.snapshot_codec is not None
     decoder = Decoder(g.snapshot_codec)
     progress.start("download snapshot", g.snapshot.size)
+    digest = None
+    info = storage.head(g.snapshot.key)
+    if info is not None:
+        digest = info.metadata.get(SHA256_METADATA)
+    h = hashlib.sha256()
 
     def sink(chunk: bytes) -> None:
-        out.write(decoder.feed(chunk))
+        data = decoder.feed(chunk)
+        h.update(data)
+        out.write(data)
         progress.advance("download snapshot", len(chunk))
 
     try:
@@ -185,101 +299,290 @@ def _download_snapshot(storage: Storage, g: Generation, out: IO[bytes],
         decoder.finish()
     except CodecError as exc:
         raise CorruptBackupError(f"{g.snapshot.key}: {exc}") from None
+    except NotFoundError:
+        raise CorruptBackupError(f"{g.snapshot.key}: the snapshot disappeared during the "
+                                 "restore") from None
+    if digest and h.hexdigest() != digest:
+        raise CorruptBackupError(f"{g.snapshot.key}: content does not match its sha256 "
+                                 "(corrupt snapshot)")
     progress.finish("download snapshot")
 
 
-def _replay(storage: Storage, chain: list[Generation], out: IO[bytes],
-            utc_time: datetime | None, result: RestoreResult, progress: Progress) -> None:
-    """Apply every generation's batches in order: whole transactions only, checksums verified."""
-    cutoff = utc_time.timestamp() if utc_time is not None else None
-    plan: list[tuple[Generation, list[tuple[BatchKey, ObjectInfo]]]] = []
-    for g in chain:
-        batches = []
-        expected = 1
-        for key, obj in g.batches:
-            if cutoff is not None and key.timestamp > cutoff:
-                break
-            if key.first != expected:
+@dataclass
+class _Span:
+    """What to apply of one generation of the chain."""
+
+    g: Generation
+    batches: list[tuple[BatchKey, ObjectInfo]]
+    upto: int | None  # the last frame to apply (the child's starting point), if known
+    expect: Checksum | None  # the chain value there, as the child recorded it
+    cut: bool  # batches after the time bound exist (the generation is cut short)
+
+
+def _spans(chain: list[Generation], cutoff: float | None, base_only: bool) -> list[_Span]:
+    spans = []
+    for i, g in enumerate(chain):
+        if base_only and i == len(chain) - 1:
+            break
+        child = chain[i + 1] if i + 1 < len(chain) else None
+        upto = child.parent_frames if child is not None else None
+        expect = child.parent_checksum if child is not None else None
+        batches: list[tuple[BatchKey, ObjectInfo]] = []
+        cut = False
+        if g.complete:
+            reached = 0
+            for key, obj in g.batches:
+                if upto is not None and key.first > upto:
+                    break
+                if cutoff is not None and key.timestamp > cutoff:
+                    cut = True
+                    break
+                if key.first > reached + 1:
+                    raise CorruptBackupError(
+                        f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
+                        f"{key.first - 1}; next is {obj.key})")
+                if key.last <= reached:
+                    batches.append((key, obj))  # a repeat, checked and skipped
+                    continue
+                batches.append((key, obj))
+                reached = key.last
+            if upto is not None and not cut and reached < upto:
                 raise CorruptBackupError(
-                    f"generation {g.id}: WAL batch missing (frames {expected}..{key.first - 1})")
-            batches.append((key, obj))
-            expected = key.last + 1
-        if batches and g.meta is None:
-            raise CorruptBackupError(f"generation {g.id} has WAL batches but no .meta")
-        plan.append((g, batches))
-    total = sum(k.last - k.first + 1 for _, bs in plan for k, _ in bs)
+                    f"generation {g.id}: has frames up to {reached}, but generation "
+                    f"{child.id if child else '?'} starts after frame {upto} of it (a WAL "
+                    f"batch of {g.key('')} is missing)")
+        elif child is not None and child.parent_frames:
+            raise CorruptBackupError(f"generation {g.id} has no {layout.META}")
+        spans.append(_Span(g, batches, upto, expect, cut))
+        if cut:
+            break  # later generations start after frames we may not apply
+    return spans
+
+
+def _replay(storage: Storage, plan: RestorePlan, out: IO[bytes],
+            utc_time: datetime | None, result: RestoreResult, progress: Progress) -> None:
+    """Apply every generation's batches in order: whole transactions only, checksums
+    verified, each page written once per group of committed frames."""
+    cutoff = utc_time.timestamp() if utc_time is not None else None
+    chain = plan.chain
+    spans = _spans(chain, cutoff, plan.base_only)
+    if len(spans) < len(chain) - int(plan.base_only):
+        result.notes.append(f"generation {spans[-1].g.id} has commits after the requested "
+                            "time: later generations of its chain were not applied")
+    total = sum(k.last - k.first + 1 for s in spans for k, _ in s.batches)
     if total:
         progress.start("replay frames", total, unit="frames")
-    db_pages = 0
-    for g, batches in plan:
-        if not batches:
-            continue
-        assert g.meta is not None
-        page_size = g.meta.page_size
-        chain_check = FrameChain(page_size, g.meta.checksum)
-        frame_size = FRAME_HEADER_SIZE + page_size
-        with tempfile.SpooledTemporaryFile(max_size=PENDING_MEMORY) as pending:
-            for (key, obj), body in zip(batches, _prefetch(storage, batches), strict=True):
-                try:
-                    data = decompress(body, key.codec)
-                except CodecError as exc:
-                    raise CorruptBackupError(f"{obj.key}: {exc}") from None
-                count = key.last - key.first + 1
-                if len(data) != count * frame_size:
-                    raise CorruptBackupError(
-                        f"{obj.key}: holds {len(data)} bytes, expected {count} frames of "
-                        f"{frame_size} bytes")
-                mv = memoryview(data)
-                for i in range(count):
-                    frame = mv[i * frame_size:(i + 1) * frame_size]
-                    got = chain_check.accept(frame)
-                    if got is None:
-                        raise CorruptBackupError(
-                            f"{obj.key}: frame {key.first + i} fails its checksum")
-                    pending.write(frame)
-                    if got[1]:
-                        result.frames_applied += _apply(pending, out, page_size)
-                        db_pages = got[1]
-                        pending.seek(0)
-                        pending.truncate()
-                progress.advance("replay frames", count)
-                result.batches_applied += 1
-        if db_pages:
-            out.truncate(db_pages * page_size)
+    applier = _Applier(out)
+    everything = [(s, key, obj) for s in spans for key, obj in s.batches]
+    bodies = _prefetch(storage, [obj for _, _, obj in everything])
+    current: _Span | None = None
+    verifier: _Verifier | None = None
+    for (span, key, obj), body in zip(everything, bodies, strict=True):
+        if span is not current:
+            if current is not None and verifier is not None:
+                verifier.finish(current, applier)
+            current = span
+            assert span.g.meta is not None
+            verifier = _Verifier(span.g, span.g.meta.page_size, span.g.meta.checksum)
+            applier.page_size = span.g.meta.page_size
+        assert verifier is not None
+        verifier.batch(key, obj, body, span.upto, applier)
+        result.batches_applied += 1
+        progress.advance("replay frames", key.last - key.first + 1)
+    if current is not None and verifier is not None:
+        verifier.finish(current, applier)
+    applier.finish()
+    result.frames_applied = applier.frames_written
     progress.finish("replay frames")
 
 
-def _prefetch(storage: Storage, batches: list[tuple[BatchKey, ObjectInfo]]) -> Iterator[bytes]:
-    """The batches' bodies in order, with up to PREFETCH downloads in flight: a daemon's
-    generation can hold hundreds of small batches, and S3 round trips dominate."""
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="restore-get") as pool:
-        window: deque[Future[bytes]] = deque()
-        todo = iter(batches)
+class _Applier:
+    """Writes committed frames' pages into the database being rebuilt."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.fd = out.fileno()
+        self.page_size = 0
+        self.db_pages = 0
+        self.frames_written = 0
+        self.pending = tempfile.SpooledTemporaryFile(max_size=PENDING_MEMORY)  # noqa: SIM115
+
+    def frames(self, data: memoryview, heads: np.ndarray) -> None:
+        """Frames in order (data: whole frames; heads: their parsed headers)."""
+        commits = np.flatnonzero(heads[:, 1])
+        frame_size = FRAME_HEADER_SIZE + self.page_size
+        if not len(commits):
+            self.pending.write(data)
+            return
+        end = int(commits[-1]) + 1
+        if self.pending.tell():
+            self.pending.write(data[:end * frame_size])
+            self._flush_pending()
+        else:
+            self._write(data[:end * frame_size], heads[:end, 0])
+        self.db_pages = int(heads[end - 1, 1])
+        if end < len(heads):
+            self.pending.write(data[end * frame_size:])
+
+    def _flush_pending(self) -> None:
+        frame_size = FRAME_HEADER_SIZE + self.page_size
+        f = self.pending
+        size = f.tell()
+        f.seek(0)
+        while size > 0:
+            block = f.read(min(size, max(frame_size, (DECODE_BLOCK // frame_size) * frame_size)))
+            size -= len(block)
+            n = len(block) // frame_size
+            heads = np.frombuffer(block, dtype=">u4").reshape(n, frame_size // 4)
+            self._write(memoryview(block), heads[:, 0])
+        f.seek(0)
+        f.truncate()
+
+    def _write(self, data: memoryview, pgnos: np.ndarray) -> None:
+        """Write each page once: only its last version among these committed frames."""
+        ps = self.page_size
+        frame_size = FRAME_HEADER_SIZE + ps
+        n = len(pgnos)
+        rev = pgnos[::-1]
+        _, first_in_rev = np.unique(rev, return_index=True)
+        for i in sorted((n - 1 - first_in_rev).tolist()):
+            pgno = int(pgnos[i])
+            start = i * frame_size + FRAME_HEADER_SIZE
+            os.pwrite(self.fd, data[start:start + ps], (pgno - 1) * ps)
+        self.frames_written += n
+
+    def end_of_generation(self) -> None:
+        """An unfinished transaction at the end of a generation never committed."""
+        self.pending.seek(0)
+        self.pending.truncate()
+
+    def finish(self) -> None:
+        if self.db_pages:
+            os.ftruncate(self.fd, self.db_pages * self.page_size)
+        self.pending.close()
+
+
+class _Verifier:
+    """Follows one generation's checksum chain across its batches."""
+
+    def __init__(self, g: Generation, page_size: int, seed: Checksum) -> None:
+        self.g = g
+        self.page_size = page_size
+        self.frame_size = FRAME_HEADER_SIZE + page_size
+        self.chain = seed
+        self.big_endian: bool | None = None
+        self.salts: tuple[int, int] | None = None
+        self.applied = 0  # frames of this generation verified so far
+        self.sums = array.array("Q")  # their stored checksums, for repeated batches
+
+    def batch(self, key: BatchKey, obj: ObjectInfo, body: bytes, upto: int | None,
+              applier: _Applier) -> None:
+        frame_no = key.first
+        buf = b""
+        count = key.last - key.first + 1
+        got = 0
         try:
-            for _, obj in itertools.islice(todo, PREFETCH):
-                window.append(pool.submit(storage.get, obj.key))
-            while window:
-                body = window.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    window.append(pool.submit(storage.get, nxt[1].key))
+            for piece in iter_decompressed(body, key.codec, DECODE_BLOCK):
+                buf += piece
+                whole = len(buf) // self.frame_size
+                if whole:
+                    take = whole * self.frame_size
+                    self._frames(obj, frame_no, memoryview(buf)[:take], upto, applier)
+                    frame_no += whole
+                    got += whole
+                    buf = buf[take:]
+        except CodecError as exc:
+            raise CorruptBackupError(f"{obj.key}: {exc}") from None
+        if buf or got != count:
+            raise CorruptBackupError(
+                f"{obj.key}: truncated or corrupt object (holds {got * self.frame_size + len(buf)}"
+                f" bytes of frames, expected {count} frames of {self.frame_size} bytes)")
+
+    def _frames(self, obj: ObjectInfo, first: int, data: memoryview, upto: int | None,
+                applier: _Applier) -> None:
+        n = len(data) // self.frame_size
+        heads = np.frombuffer(data, dtype=">u4").reshape(n, self.frame_size // 4)[:, :6]
+        stored = (heads[:, 4].astype(np.uint64) << np.uint64(32)) | heads[:, 5]
+        repeat = max(0, min(n, self.applied + 1 - first))
+        if repeat:  # frames applied already from another batch: they must be the same
+            known = np.frombuffer(self.sums, dtype=np.uint64)[first - 1:first - 1 + repeat]
+            if not np.array_equal(known, stored[:repeat]):
+                bad = first + int(np.flatnonzero(known != stored[:repeat])[0])
+                raise CorruptBackupError(
+                    f"{obj.key}: frame {bad} differs from the frame {bad} already applied from "
+                    "another batch (two writers shipped this generation?)")
+        if repeat == n:
+            return
+        new = data[repeat * self.frame_size:]
+        new_heads = heads[repeat:]
+        start = first + repeat
+        if upto is not None:
+            keep = max(0, min(len(new_heads), upto - start + 1))
+            new, new_heads = new[:keep * self.frame_size], new_heads[:keep]
+            if not keep:
+                return
+        good, chain = self._verify(new)
+        if good < len(new_heads):
+            raise CorruptBackupError(f"{obj.key}: frame {start + good} fails its checksum")
+        self.chain = chain
+        self.sums.frombytes(stored[repeat:repeat + len(new_heads)].tobytes())
+        self.applied = start + len(new_heads) - 1
+        applier.frames(new, new_heads)
+
+    def _verify(self, frames: memoryview) -> tuple[int, Checksum]:
+        if self.big_endian is None:  # the bucket does not say: the first frame tells
+            for order in (False, True):
+                good, _ = walsum.verify_chain(frames, self.page_size, self.chain, order,
+                                                  None)
+                if good:
+                    self.big_endian = order
+                    self.salts = (int.from_bytes(frames[8:12], "big"),
+                                  int.from_bytes(frames[12:16], "big"))
+                    return walsum.verify_chain(frames, self.page_size, self.chain, order,
+                                               self.salts)
+            return 0, self.chain
+        return walsum.verify_chain(frames, self.page_size, self.chain, self.big_endian,
+                                   self.salts)
+
+    def finish(self, span: _Span, applier: _Applier) -> None:
+        applier.end_of_generation()
+        if (not span.cut and span.expect is not None and span.upto
+                and (self.applied != span.upto or self.chain != span.expect)):
+            raise CorruptBackupError(
+                f"generation {self.g.id}: its frames up to {span.upto} do not match what "
+                f"the next generation was built on (checksum {self.chain[0]:08x}-"
+                f"{self.chain[1]:08x}, expected {span.expect[0]:08x}-{span.expect[1]:08x})")
+
+
+def _prefetch(storage: Storage, objects: list[ObjectInfo]) -> Iterator[bytes]:
+    """The objects' bodies in order, with up to PREFETCH downloads (and PREFETCH_BYTES of
+    them) in flight: a daemon's generation can hold thousands of small batches."""
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="restore-get") as pool:
+        window: deque[tuple[int, Future[bytes]]] = deque()
+        in_flight = 0
+        todo = iter(objects)
+        nxt = next(todo, None)
+        try:
+            while nxt is not None or window:
+                while nxt is not None and (not window or (
+                        len(window) < PREFETCH and in_flight + nxt.size <= PREFETCH_BYTES)):
+                    window.append((nxt.size, pool.submit(_get, storage, nxt.key)))
+                    in_flight += nxt.size
+                    nxt = next(todo, None)
+                size, fut = window.popleft()
+                body = fut.result()
+                in_flight -= size
                 yield body
         finally:
-            for f in window:
+            for _, f in window:
                 f.cancel()
 
 
-def _apply(pending: IO[bytes], out: IO[bytes], page_size: int) -> int:
-    """Write the pages of one committed transaction to their places; return frames written."""
-    frame_size = FRAME_HEADER_SIZE + page_size
-    end = pending.tell()
-    pending.seek(0)
-    while pending.tell() < end:
-        frame = pending.read(frame_size)
-        pgno = int.from_bytes(frame[:4], "big")
-        out.seek((pgno - 1) * page_size)
-        out.write(frame[FRAME_HEADER_SIZE:])
-    return end // frame_size
+def _get(storage: Storage, key: str) -> bytes:
+    try:
+        return storage.get(key)
+    except NotFoundError:
+        raise CorruptBackupError(f"{key}: disappeared during the restore") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -290,3 +593,46 @@ def _fsync_dir(path: Path) -> None:
         finally:
             os.close(fd)
 
+
+def materialize_snapshot(storage: Storage, db_name: str, generation: uuid.UUID | None,
+                         codec: Codec, workdir: Path,
+                         progress: Progress | None = None) -> tuple[uuid.UUID, int | None]:
+    """Give a snapshot-less generation (default: the newest) a snapshot of its own: rebuild
+    the state it starts from through its parents, check it, and upload it as its ``db.*``, so
+    that later restores skip the chain (libSQL's ``snapshot`` command). Returns the generation
+    and the compressed size uploaded (None when it already had a snapshot)."""
+    from .catalog import FRAMES_METADATA
+    from .codec import Encoder
+
+    progress = progress or NoProgress()
+    storage.check_bucket()
+    if generation is None:
+        plan = plan_restore(storage, db_name)
+        generation = plan.generation.id
+    g = describe_generation(storage, db_name, generation, change_counter=False)
+    if g.snapshot is not None:
+        return generation, None
+    if not g.complete:
+        raise CorruptBackupError(f"generation {generation} is incomplete (no {layout.META}): "
+                                 "nothing to snapshot")
+    image = owned_temp_path(workdir / db_name, "image")
+    packed = owned_temp_path(workdir / db_name, "snapshot")
+    try:
+        restore(storage, db_name, image, generation=generation, force=True, base_only=True,
+                progress=progress)
+        h = hashlib.sha256()
+        enc = Encoder(codec)
+        with open(image, "rb") as src, open(packed, "xb") as dst:
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+                dst.write(enc.feed(chunk))
+            dst.write(enc.finish())
+        key = g.key(layout.snapshot_name(codec))
+        size = packed.stat().st_size
+        with open(packed, "rb") as f:
+            storage.upload(key, f, metadata={SHA256_METADATA: h.hexdigest(),
+                                             FRAMES_METADATA: "0"})
+    finally:
+        discard(image)
+        discard(packed)
+    return generation, size

@@ -1,17 +1,30 @@
-"""Removing generations without breaking the restore of the ones that stay."""
+"""Removing generations without breaking the restore of the ones that stay.
+
+Rules: the newest generation always stays; a generation that a staying generation restores
+through (a snapshot-less chain back to a snapshot) stays, and the reason is reported; with a
+date D, the generation that covers D (the newest created at or before it) stays too, so that
+``restore --utc-time D`` keeps working. The tombstone written first never covers a generation
+that stays, and within a generation ``.meta`` goes first, so that a generation half-deleted by
+a crash is never taken as complete.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import layout
-from .catalog import Generation, describe_generation, list_generations, read_tombstone
-from .errors import NotFoundError
+from .catalog import GenerationSummary, bucket_index, is_dead, read_tombstone
+from .errors import CorruptBackupError, NotFoundError
 from .progress import NoProgress, Progress
 from .storage import Storage
+
+log = logging.getLogger("bottomless.retention")
+
+MAX_CHAIN = 100  # libSQL's restore depth: no chain is longer
 
 
 @dataclass
@@ -19,6 +32,7 @@ class RemovalPlan:
     remove: list[uuid.UUID] = field(default_factory=list)  # newest first
     keep: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # asked for, kept: why
     tombstone: int | None = None  # unix seconds to write to DB.tombstone first
+    objects: dict[uuid.UUID, list[str]] = field(default_factory=dict)  # keys of each removed
 
 
 @dataclass
@@ -28,81 +42,118 @@ class RemovalResult:
 
 
 def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
-                 older_than: datetime | None = None) -> RemovalPlan:
-    """Which generations ``rm -g`` / ``rm --older-than`` may delete, and which must stay.
-
-    A generation stays while a generation that stays has no snapshot of its own and restores
-    through it (its .dep chain). ``--older-than`` never removes the newest generation, and also
-    removes what the tombstone of an interrupted earlier removal covers.
-    """
-    all_gens = list(list_generations(storage, db_name))  # newest first
+                 older_than: datetime | None = None, keep_last: int | None = None,
+                 ) -> RemovalPlan:
+    """Which generations ``rm -g`` / ``rm --older-than`` / ``rm --keep-last`` may delete, and
+    which must stay (and why). One listing of the database's objects, plus the ``.dep`` of
+    snapshot-less generations that might restore through a candidate."""
+    index = bucket_index(storage, db_name)  # newest first
+    by_id = {s.id: s for s in index}
     plan = RemovalPlan()
     if generation is not None:
-        if generation not in all_gens:
+        if generation not in by_id:
             raise NotFoundError(f"generation {generation} of {db_name!r} not found in bucket "
                                 f"{storage.bucket!r}")
         candidates = [generation]
-    elif older_than is not None:
-        # A tombstone left by an interrupted removal covers half-deleted generations: finish
-        # them too, since this run deletes the tombstone when it is done.
-        existing = read_tombstone(storage, db_name)
-        candidates = [g for g in all_gens if layout.generation_time(g) < older_than
-                      or (existing is not None
-                          and layout.generation_time(g).timestamp() <= existing)]
-        if all_gens and candidates and candidates[0] == all_gens[0]:
-            candidates.pop(0)
-            plan.keep.append((all_gens[0], "it is the newest generation"))
+    elif older_than is not None or keep_last is not None:
+        candidates = _aged_out(storage, db_name, index, older_than, keep_last, plan)
     else:
-        raise ValueError("give a generation or a date")
-    if not candidates:
-        return plan
+        raise ValueError("give a generation, a date or a count")
     doomed = set(candidates)
-    oldest = layout.generation_millis(candidates[-1])
-    cache: dict[uuid.UUID, Generation] = {}
+    if doomed:
+        _keep_dependencies(storage, db_name, index, doomed, plan)
+    plan.remove = [g for g in candidates if g in doomed]
+    plan.objects = {g: by_id[g].objects for g in plan.remove}
+    if generation is None and plan.remove:
+        plan.tombstone = _tombstone(storage, db_name, index, set(plan.remove))
+    return plan
 
-    def describe(g: uuid.UUID) -> Generation | None:
-        if g not in cache:
+
+def _aged_out(storage: Storage, db_name: str, index: list[GenerationSummary],
+              older_than: datetime | None, keep_last: int | None,
+              plan: RemovalPlan) -> list[uuid.UUID]:
+    """Generations past the date / count, newest first, less those that must stay."""
+    if not index:
+        return []
+    existing = read_tombstone(storage, db_name)
+    candidates = []
+    covering = None
+    for i, s in enumerate(index):
+        old = older_than is not None and s.created < older_than
+        beyond = keep_last is not None and i >= keep_last
+        # A tombstone left by an interrupted removal: finish those generations too, since
+        # this run deletes the tombstone when it is done.
+        if (old or beyond) or is_dead(existing, s.id):
+            candidates.append(s.id)
+        if older_than is not None and covering is None and s.created <= older_than:
+            covering = s.id
+    if candidates and candidates[0] == index[0].id:
+        candidates.pop(0)
+        plan.keep.append((index[0].id, "it is the newest generation"))
+    if (covering is not None and covering in candidates and not is_dead(existing, covering)
+            and older_than is not None):
+        candidates.remove(covering)
+        plan.keep.append((covering, f"it covers {older_than:%Y-%m-%d %H:%M:%S} UTC "
+                                    "(restore --utc-time at that moment needs it)"))
+    return candidates
+
+
+def _keep_dependencies(storage: Storage, db_name: str, index: list[GenerationSummary],
+                       doomed: set[uuid.UUID], plan: RemovalPlan) -> None:
+    """Keep every candidate that a staying, snapshot-less generation restores through."""
+    oldest = max(layout.generation_millis(g) for g in doomed)
+    by_id = {s.id: s for s in index}
+    parents: dict[uuid.UUID, uuid.UUID | None] = {}
+
+    def parent_of(g: uuid.UUID) -> uuid.UUID | None:
+        if g not in parents:
+            data = storage.get_optional(layout.object_key(db_name, g, layout.DEPENDENCY))
             try:
-                cache[g] = describe_generation(storage, db_name, g)
-            except NotFoundError:
-                return None
-        return cache[g]
+                parents[g] = layout.decode_dependency(data) if data is not None else None
+            except ValueError as exc:
+                raise CorruptBackupError(f"{layout.object_key(db_name, g, layout.DEPENDENCY)}:"
+                                         f" {exc}") from None
+        return parents[g]
 
-    # Only generations newer than the oldest candidate can depend on one (ids sort newest first).
-    for g in all_gens:
-        if g in doomed or layout.generation_millis(g) > oldest:
+    # Only generations newer than the oldest candidate can depend on one (ids sort newest
+    # first, so "newer" is a smaller id).
+    for s in index:
+        if s.id in doomed or layout.generation_millis(s.id) > oldest or s.has_snapshot:
             continue
-        info = describe(g)
-        depth = 0
-        while info is not None and info.snapshot is None and info.parent and depth < 100:
-            parent = info.parent
+        child, current, depth = s.id, s, 0
+        while current is not None and not current.has_snapshot and current.has_dep \
+                and depth < MAX_CHAIN:
+            parent = parent_of(current.id)
+            if parent is None:
+                break
             if parent in doomed:
                 doomed.discard(parent)
-                plan.keep.append((parent, f"generation {g} has no snapshot and restores "
-                                          "from it"))
-            info = describe(parent)
+                plan.keep.append((parent, f"generation {child} has no snapshot and restores "
+                                          "through it"))
+            current = by_id.get(parent)
             depth += 1
-    plan.remove = [g for g in candidates if g in doomed]
-    if older_than is not None and plan.remove:
-        # Generations created at or before the tombstone count as deleted: keep it below every
-        # generation that was not asked to go.
-        tomb = math.floor(older_than.timestamp())
-        if existing is not None:
-            tomb = max(tomb, existing)
-        asked = set(candidates)
-        for g in all_gens:
-            created = layout.generation_time(g).timestamp()
-            if g not in asked and created <= tomb:
-                tomb = math.ceil(created) - 1
-        plan.tombstone = tomb
-    return plan
+
+
+def _tombstone(storage: Storage, db_name: str, index: list[GenerationSummary],
+               removed: set[uuid.UUID]) -> int | None:
+    """A time that covers as many removed generations as possible and no staying one."""
+    existing = read_tombstone(storage, db_name)
+    stays = [s for s in index if s.id not in removed]
+    limit = min((math.floor(s.created.timestamp()) for s in stays), default=None)
+    newest_removed = max(math.floor(layout.generation_time(g).timestamp()) for g in removed)
+    tomb = newest_removed if limit is None else min(newest_removed, limit - 1)
+    if existing is not None:
+        tomb = max(tomb, existing) if limit is None else min(max(tomb, existing), limit - 1)
+    if not any(is_dead(tomb, g) for g in removed):
+        return None
+    return tomb
 
 
 def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
                        progress: Progress | None = None) -> RemovalResult:
-    """Carry out a plan: tombstone first (so a crash never leaves a half-deleted generation
-    restorable), then every object of every removed generation in batched deletes, then the
-    tombstone goes again."""
+    """Carry out a plan: tombstone first, then for each generation (newest first) its
+    ``.meta`` (from then on it is incomplete, never restored as a whole), then everything else
+    in batched deletes; then the tombstone goes again."""
     progress = progress or NoProgress()
     result = RemovalResult()
     if plan.tombstone is not None:
@@ -110,7 +161,11 @@ def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
     progress.start("remove generations", len(plan.remove), unit="generations")
     for gen in plan.remove:
         prefix = layout.generation_prefix(db_name, gen)
-        result.objects += storage.delete_many(o.key for o in storage.list_objects(prefix))
+        keys = [o.key for o in storage.list_objects(prefix)]  # as it is now, not as planned
+        meta = prefix + layout.META
+        first = [k for k in keys if k == meta]
+        result.objects += storage.delete_many(first)
+        result.objects += storage.delete_many(k for k in keys if k != meta)
         # Filer-backed stores (SeaweedFS) keep an empty "directory" that still lists as a
         # common prefix; deleting the prefix itself removes it (a no-op on AWS S3).
         storage.delete_many([prefix])

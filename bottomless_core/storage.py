@@ -18,7 +18,13 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .errors import BucketNotFoundError, ConfigError, NotFoundError, StorageError
+from .errors import (
+    BucketNotFoundError,
+    ConfigError,
+    NotFoundError,
+    PreconditionFailedError,
+    StorageError,
+)
 
 DEFAULT_ENDPOINT = "http://localhost:9000"
 DEFAULT_BUCKET = "bottomless"
@@ -34,7 +40,8 @@ TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 <<
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",
                "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "403"}
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "Throttling",
                       "ThrottlingException", "RequestTimeout", "500", "502", "503", "504"}
 
@@ -149,6 +156,9 @@ class Storage:
                                    f"at {where} ({code})") from None
             if code in _NOT_FOUND_CODES:
                 raise NotFoundError(f"{what}: no such object") from None
+            if code in _PRECONDITION_CODES:
+                raise PreconditionFailedError(f"{what}: the object changed meanwhile "
+                                              f"({code})") from None
             if code in _UNAVAILABLE_CODES:
                 raise StorageError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
                                    f"{self.config.max_attempts} attempts") from None
@@ -245,13 +255,47 @@ class Storage:
                 sink(chunk)
         return total
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        """Write a small object in one request."""
+    def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str], str] | None:
+        """An object's bytes, user metadata and ETag; None when it does not exist."""
+        try:
+            with self._errors(f"reading {key}"):
+                r = self._client.get_object(Bucket=self.bucket, Key=key)
+                return r["Body"].read(), dict(r.get("Metadata", {})), str(r.get("ETag", ""))
+        except NotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, *,
+            if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Write a small object in one request; return its ETag. ``if_match`` / ``if_none_match``
+        make it conditional (PreconditionFailedError when the condition does not hold)."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
         if metadata:
             kwargs["Metadata"] = metadata
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
         with self._errors(f"writing {key}"):
-            self._client.put_object(**kwargs)
+            return str(self._client.put_object(**kwargs).get("ETag", ""))
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def stale_uploads(self, prefix: str) -> Iterator[tuple[str, str, datetime | None]]:
+        """Unfinished multipart uploads under ``prefix``: (key, upload id, initiated)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        with self._errors(f"listing uploads under {prefix!r}"):
+            for page in self._client.get_paginator("list_multipart_uploads").paginate(**kwargs):
+                for up in page.get("Uploads", []):
+                    yield up["Key"], up["UploadId"], up.get("Initiated")
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            with self._errors(f"aborting the upload of {key}"):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                    UploadId=upload_id)
+        except NotFoundError:
+            pass
 
     def upload(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None,
                on_progress: Callable[[int], None] | None = None) -> None:

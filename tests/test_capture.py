@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bottomless_core.database import ReadLock, WalPosition, capture_wal, wal_path
+from bottomless_core.capture import WalPosition, capture_wal
+from bottomless_core.database import ReadLock, wal_path
 from bottomless_core.replicator import replicate_once
 from bottomless_core.storage import Storage
 from bottomless_core.wal import WalIndexHeader
@@ -56,18 +57,51 @@ def test_index_that_disagrees_is_not_trusted(live: tuple) -> None:
     full = capture_wal(wal_path(db))
     got = capture_wal(wal_path(db), None, lying)
     assert (got.frame_count, got.checksum) == (full.frame_count, full.checksum)
-    # an index claiming more frames than the file holds is not believed either
+    assert got.frames.read() == full.frames.read()
+
+
+def test_index_claiming_more_frames_than_the_file_gives_the_valid_prefix(live: tuple) -> None:
+    """The file is the truth: an index that claims frames the file does not hold is not
+    believed, and the capture is the file's whole valid committed prefix (not nothing)."""
+    db, _, index = live
+    full = capture_wal(wal_path(db))
+    assert full.frame_count == index.mx_frame > 0
     longer = dataclasses.replace(index, mx_frame=index.mx_frame + 5)
     got = capture_wal(wal_path(db), None, longer)
-    assert got.frame_count <= full.frame_count
+    assert (got.frame_count, got.checksum, got.db_size) == (
+        full.frame_count, full.checksum, full.db_size)
+    assert got.frames.read() == full.frames.read()
+    resumed = capture_wal(wal_path(db), WalPosition(full.header.checksum, 10, None), longer)
+    assert (resumed.skipped, resumed.frame_count) == (10, full.frame_count)
 
 
-def test_frames_after_the_index_are_verified(live: tuple) -> None:
+def test_capture_stops_at_the_read_snapshot(live: tuple) -> None:
+    """Frames committed after the index was read wait for the next capture: a writer faster
+    than us cannot keep one capture going forever."""
     db, conn, index = live
     insert_rows(conn, 20, start=5000)  # committed after the index was read
     got = capture_wal(wal_path(db), None, index)
-    assert got.frame_count > index.mx_frame
-    assert got.frame_count == capture_wal(wal_path(db)).frame_count
+    assert got.frame_count == index.mx_frame
+    rest = capture_wal(wal_path(db), WalPosition(got.header.checksum, got.frame_count,
+                                                 got.checksum))
+    assert rest.skipped == index.mx_frame
+    assert rest.frame_count == capture_wal(wal_path(db)).frame_count > index.mx_frame
+
+
+def test_capture_in_rounds_of_max_bytes(live: tuple) -> None:
+    db, _, index = live
+    full = capture_wal(wal_path(db))
+    frame_size = full.frame_size
+    pos, pieces = None, []
+    while True:
+        part = capture_wal(wal_path(db), pos, index, max_bytes=5 * frame_size)
+        pieces.append(part.frames.read())
+        pos = WalPosition(part.header.checksum, part.frame_count, part.checksum)
+        if part.complete:
+            break
+        assert part.new_frames >= 5  # whole transactions, at least max_bytes of them
+    assert pos.frame_count == full.frame_count and pos.checksum == full.checksum
+    assert b"".join(pieces) == full.frames.read()
 
 
 def _other_process_opens_and_closes(db: Path) -> None:

@@ -158,7 +158,7 @@ def _corrupt_case(storage: Storage, case: str) -> str:
         return "WAL batch missing"
     if case == "truncated batch":
         storage.put(middle, storage.get(middle)[:-10])
-        return "truncated zstd"
+        return "truncated or corrupt object"
     assert g.snapshot is not None
     storage.put(g.snapshot.key, storage.get(g.snapshot.key)[:-10])
     return "truncated zstd"

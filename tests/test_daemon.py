@@ -184,7 +184,7 @@ def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, sto
          lambda: len(list(catalog.list_generations(storage, "app.db"))) > before)
     d.signal()
     assert d.wait() == 0, d.text()
-    assert "mode=RESTART" in d.text()
+    assert "event=checkpoint " in d.text()
     assert _acked_ids(acked) | {-1, 10**8 + 399} <= _restored_ids(run, tmp_path)
 
 

@@ -8,8 +8,8 @@ import json
 import click
 
 from bottomless_core import layout
-from bottomless_core.catalog import describe_generation, list_generations
-from bottomless_core.dates import parse_utc_time
+from bottomless_core.catalog import chain_depth, describe_generation, list_generations
+from bottomless_core.dates import parse_older_than
 
 from ..context import App, parse_generation_option, pass_app
 from ..render import generation_facts, generations_table
@@ -19,16 +19,19 @@ from ..render import generation_facts, generations_table
 @click.option("-v", "--verbose", is_flag=True, help="Details of each generation.")
 @click.option("-l", "--limit", type=click.IntRange(1), help="Show at most N generations.")
 @click.option("-g", "--generation", help="Show only this generation.")
-@click.option("--older-than", help="Only generations created before this date.")
-@click.option("--newer-than", help="Only generations created after this date.")
+@click.option("--older-than", help="Only generations created before this ISO 8601 date/time "
+                                   "(UTC unless it has a zone) or this long ago (30d, 12h).")
+@click.option("--newer-than", help="Only generations created after this ISO 8601 date/time "
+                                   "(UTC unless it has a zone) or within this long (30d, 12h).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_app
 def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
        older_than: str | None, newer_than: str | None, as_json: bool) -> None:
     """List the database's generations, newest first.
 
-    Plain: one generation id a line. -v: creation time, change counter, consistent WAL frame,
-    page size, WAL frame checksum, WAL batches, snapshot size and time, parent.
+    Plain: one generation id a line. -v: creation time, what it restores from (its own
+    snapshot, or the chain of parents back to one, and how deep), change counter, consistent
+    WAL frame, page size, WAL frame checksum, WAL batches, snapshot size and time, parent.
 
     \b
     Examples:
@@ -36,8 +39,8 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
       bottomless-cli -d app.db ls -v -l 5
       bottomless-cli -d app.db ls --json --newer-than 2024-05-01
     """
-    before = parse_utc_time(older_than) if older_than else None
-    after = parse_utc_time(newer_than) if newer_than else None
+    before = parse_older_than(older_than) if older_than is not None else None
+    after = parse_older_than(newer_than) if newer_than is not None else None
     storage = app.storage
     storage.check_bucket()
     wanted = parse_generation_option(generation)
@@ -48,10 +51,14 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
     chosen = list(itertools.islice(selected, limit))
     if verbose or generation:
         details = [describe_generation(storage, app.db_name, g) for g in chosen]
+        cache = {d.id: d for d in details}
+        depths = [chain_depth(storage, app.db_name, d, cache) for d in details]
         if as_json:
-            click.echo(json.dumps([generation_facts(d) for d in details], indent=2))
+            click.echo(json.dumps([generation_facts(d, n) for d, n in zip(details, depths,
+                                                                           strict=True)],
+                                  indent=2))
         else:
-            generations_table(app.console, details)
+            generations_table(app.console, details, depths)
         return
     if as_json:
         click.echo(json.dumps([{"generation": str(g),

@@ -15,11 +15,14 @@ import click
 
 from bottomless_core.codec import Codec
 from bottomless_core.config import DatabaseConfig, load_config
-from bottomless_core.database import read_db_header
+from bottomless_core.database import ReplicatorLock, read_db_header
+from bottomless_core.dates import parse_duration
 from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.follower import (
     CHECKPOINT_PAGES,
     INTERVAL,
+    SNAPSHOT_MAX_CHAIN,
+    SNAPSHOT_WAL_FRACTION,
     Follower,
     run_followers,
 )
@@ -30,6 +33,7 @@ from bottomless_core.replicator import (
     replicate_once,
 )
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.tempfiles import remove_all_owned, remove_stale
 
 from ..context import App, pass_app
 from ..logs import setup_daemon_logging, summary_line
@@ -37,6 +41,7 @@ from ..progress import progress_for
 
 log = logging.getLogger("bottomless.cli")
 SUMMARY_EVERY = 60.0  # seconds between status summary log lines
+DAEMON_LOCK_WAIT = 30.0  # seconds the daemon waits for a --once run of the same file to end
 
 
 def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
@@ -46,13 +51,16 @@ def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
         raise click.BadParameter(str(exc)) from None
 
 
+compression_option = click.option(
+    "--compression", envvar="LIBSQL_BOTTOMLESS_COMPRESSION", default="zstd", show_default=True,
+    show_envvar=True, callback=_codec, help="zstd, gzip or raw, for new snapshots and WAL batches.")
+
+
 @click.command()
 @click.option("--once", is_flag=True, help="Ship what is committed now, then exit (for cron).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file listing several databases (instead of -d).")
-@click.option("--compression", envvar="LIBSQL_BOTTOMLESS_COMPRESSION", default="zstd",
-              show_default=True, show_envvar=True, callback=_codec,
-              help="zstd, gzip or raw, for new snapshots and WAL batches.")
+@compression_option
 @click.option("--max-batch-frames", envvar="LIBSQL_BOTTOMLESS_BATCH_MAX_FRAMES",
               default=BATCH_MAX_FRAMES, show_default=True, type=click.IntRange(1),
               help="Most WAL frames in one batch object.")
@@ -61,6 +69,15 @@ def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
 @click.option("--checkpoint-pages", default=CHECKPOINT_PAGES, show_default=True,
               type=click.IntRange(1), help="Checkpoint when the WAL holds this many frames "
                                            "(daemon); each checkpoint starts a new generation.")
+@click.option("--snapshot-wal-fraction", default=SNAPSHOT_WAL_FRACTION, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Daemon: give a new generation a full snapshot once the WAL shipped since "
+                   "the last one passes this fraction of the database's size.")
+@click.option("--snapshot-max-chain", default=SNAPSHOT_MAX_CHAIN, show_default=True,
+              type=click.IntRange(1, 99),
+              help="Daemon: ...or once this many generations in a row have none.")
+@click.option("--snapshot-interval", default="24h", show_default=True,
+              help="Daemon: ...or once the last one is this old (e.g. 24h, 7d).")
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
 @click.option("--create-bucket", is_flag=True,
@@ -68,6 +85,7 @@ def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
 @pass_app
 def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
               max_batch_frames: int, interval: float, checkpoint_pages: int,
+              snapshot_wal_fraction: float, snapshot_max_chain: int, snapshot_interval: str,
               status_file: Path | None, create_bucket: bool) -> None:
     """Back up the database given with -d (or every database of --config).
 
@@ -75,8 +93,13 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     this database or the local WAL does not continue the newest one, upload every committed
     WAL frame the bucket lacks, and exit. Without --once: keep doing that every --interval
     until SIGTERM/SIGINT, holding a read transaction so that no frame is lost to a checkpoint,
-    and checkpointing the database itself. On SIGTERM it ships what is committed and exits 0;
-    a second signal exits at once.
+    and checkpointing the database itself; after its own checkpoints a new generation needs
+    no snapshot (it restores through its parent), and the --snapshot-* policy decides when
+    one gets a full snapshot anyway, uploaded in the background. On SIGTERM it ships what is
+    committed and exits 0; a second signal exits at once.
+
+    One replicator per database: a second one on this host waits for the first or exits, and
+    a lease object in the bucket (DB.lease) keeps another host from writing the same name.
 
     \b
     Examples:
@@ -86,15 +109,22 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     """
     if config_file is not None and app.database is not None:
         raise ConfigError("give either -d/--database or --config, not both")
+    snapshot_seconds = parse_duration(snapshot_interval).total_seconds()
     if config_file is not None:
         defaults = {"endpoint": app.endpoint, "bucket": app.bucket,
                     "compression": compression.value, "interval": interval,
-                    "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames}
+                    "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames,
+                    "snapshot_wal_fraction": snapshot_wal_fraction,
+                    "snapshot_max_chain": snapshot_max_chain,
+                    "snapshot_interval": snapshot_seconds}
         databases = load_config(config_file, defaults)
     else:
         databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
                                     app.bucket, compression, interval, checkpoint_pages,
-                                    max_batch_frames=max_batch_frames)]
+                                    max_batch_frames=max_batch_frames,
+                                    snapshot_wal_fraction=snapshot_wal_fraction,
+                                    snapshot_max_chain=snapshot_max_chain,
+                                    snapshot_interval=snapshot_seconds)]
     storages: dict[tuple[str | None, str], Storage] = {}
 
     def storage_for(db: DatabaseConfig) -> Storage:
@@ -106,21 +136,39 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
         return storages[key]
 
     if once:
-        for db in databases:
+        _once(app, databases, storage_for)
+        return
+    _daemon(app, databases, storage_for, status_file)
+
+
+def _once(app: App, databases: list[DatabaseConfig],
+          storage_for: Callable[[DatabaseConfig], Storage]) -> None:
+    """Each database in turn; one that fails does not keep the others from being backed up."""
+    failed: list[str] = []
+    for db in databases:
+        try:
             with progress_for(app.err, app.interactive) as progress:
                 result = replicate_once(db.path, storage_for(db), db.db_name,
                                         db.replicate_options(), progress)
-            click.echo(_describe(db, result, len(databases) > 1))
-        return
-    _daemon(app, databases, storage_for, status_file)
+        except BottomlessError as exc:
+            if len(databases) == 1:
+                raise
+            click.echo(f"error: {db.db_name}: {exc}", err=True)
+            failed.append(db.db_name)
+            continue
+        click.echo(_describe(db, result, len(databases) > 1))
+    if failed:
+        raise BottomlessError(f"{len(failed)} of {len(databases)} databases failed: "
+                              f"{', '.join(failed)}")
 
 
 def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
     who = f"{db.db_name}: " if named else ""
     if result.new_generation:
-        return (f"{who}new generation {result.generation} ({result.reason}): snapshot "
-                f"{result.snapshot_bytes} bytes, {result.frames_shipped} frames in "
-                f"{result.batches_shipped} batches")
+        snapshot = ("no snapshot (restores through its parent)" if result.snapshotless
+                    else f"snapshot {result.snapshot_bytes} bytes")
+        return (f"{who}new generation {result.generation} ({result.reason}): {snapshot}, "
+                f"{result.frames_shipped} frames in {result.batches_shipped} batches")
     if result.batches_shipped:
         return (f"{who}generation {result.generation}: shipped {result.frames_shipped} frames "
                 f"in {result.batches_shipped} batches (up to frame {result.last_frame})")
@@ -133,6 +181,21 @@ def _daemon(app: App, databases: list[DatabaseConfig],
     for db in databases:  # fail fast on what retrying cannot fix
         read_db_header(db.path)
         storage_for(db).check_bucket()
+    locks = [ReplicatorLock(db.path) for db in databases]
+    try:
+        for lock in locks:
+            lock.acquire(wait=DAEMON_LOCK_WAIT)
+        for db in databases:
+            for stale in remove_stale(db.path):
+                log.info("event=removed_stale_file path=%s", stale)
+        _follow(databases, storage_for, status_file)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _follow(databases: list[DatabaseConfig], storage_for: Callable[[DatabaseConfig], Storage],
+            status_file: Path | None) -> None:
     followers = [Follower(Replicator(db.path, storage_for(db), db.db_name,
                                      db.replicate_options()), db.follow_options())
                  for db in databases]
@@ -142,6 +205,7 @@ def _daemon(app: App, databases: list[DatabaseConfig],
     def on_signal(signum: int, frame: object) -> None:
         signals_seen.append(signum)
         if len(signals_seen) > 1:
+            remove_all_owned()
             os.write(2, b"error: second signal: exiting at once, unshipped frames stay in the "
                         b"WAL for the next run\n")
             os._exit(128 + signum)
@@ -170,9 +234,19 @@ def _daemon(app: App, databases: list[DatabaseConfig],
                               "the next run ships them")
 
 
+_status_errors: set[str] = set()
+
+
 def _write_status(path: Path, followers: list[Follower]) -> None:
+    """Rewrite the status file atomically; a failure is logged (once) and replication goes
+    on."""
     data = {"updated": time.time(), "pid": os.getpid(),
             "databases": [f.status.as_dict() for f in followers]}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        if str(exc) not in _status_errors:
+            _status_errors.add(str(exc))
+            log.error("event=status_file_failed path=%s error=%r", path, str(exc))

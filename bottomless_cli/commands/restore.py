@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from bottomless_core.catalog import newest_generation
 from bottomless_core.dates import parse_utc_time
 from bottomless_core.errors import ConfigError
-from bottomless_core.restore import RestoreResult
+from bottomless_core.restore import RestoreResult, live_user
 from bottomless_core.restore import restore as restore_database
 
 from ..context import App, parse_generation_option, pass_app
@@ -33,6 +34,11 @@ def run_restore(app: App, target: Path, generation: str | None, utc_time: str | 
                                 progress=progress)
 
 
+def print_notes(result: RestoreResult) -> None:
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
 def describe(result: RestoreResult) -> str:
     chain = ""
     if len(result.chain) > 1:
@@ -51,24 +57,46 @@ def describe(result: RestoreResult) -> str:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing non-empty database.")
 @click.option("--verify", "verify_only", is_flag=True,
               help="Restore into a temporary file, check it and delete it.")
+@click.option("--if-db-not-exists", is_flag=True,
+              help="Do nothing (exit 0) when the database already exists and is not empty.")
+@click.option("--if-replica-exists", is_flag=True,
+              help="Do nothing (exit 0) when the bucket has no backup of the database.")
 @pass_app
 def restore(app: App, generation: str | None, utc_time: str | None, output: Path | None,
-            force: bool, verify_only: bool) -> None:
+            force: bool, verify_only: bool, if_db_not_exists: bool,
+            if_replica_exists: bool) -> None:
     """Restore the database from the bucket (the newest generation by default).
 
     The database is rebuilt in a temporary file beside the target, checked with
-    PRAGMA integrity_check and then renamed over the target; a failed restore leaves the target
-    untouched.
+    PRAGMA integrity_check and then renamed over the target (keeping its mode and owner); a
+    failed restore leaves the target untouched. A database that another process has open is
+    not replaced without --force. --if-db-not-exists and --if-replica-exists make it safe as a
+    container's start-up step.
 
     \b
     Examples:
       bottomless-cli -d app.db restore
       bottomless-cli -d app.db restore -g 0190b2c4-...-... -o copy.db
       bottomless-cli -d app.db restore --utc-time 2024-05-01T08:00:00
+      bottomless-cli -d /data/app.db restore --if-db-not-exists --if-replica-exists
     """
     target = output or app.require_database()
+    if if_db_not_exists and target.exists() and target.stat().st_size > 0:
+        click.echo(f"{target} exists: nothing to restore")
+        return
+    if if_replica_exists:
+        app.storage.check_bucket()
+        if newest_generation(app.storage, app.db_name) is None:
+            click.echo(f"no backup of {app.db_name!r} in bucket {app.bucket!r}: nothing to "
+                       "restore")
+            return
+    live = live_user(target) if force and not verify_only else None
     result = run_restore(app, target, generation, utc_time, force, verify_only)
+    print_notes(result)
+    if live:
+        click.echo(f"warning: replaced {target} while process {live} had it open; that "
+                   "process still sees the old file until it reopens the database", err=True)
     if verify_only:
         click.echo(f"verified {describe(result)}")
     else:
-        click.echo(f"restored {target} from {describe(result)}")
+        click.echo(f"restored {result.path or target} from {describe(result)}")

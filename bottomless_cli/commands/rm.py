@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bottomless_core import layout
-from bottomless_core.dates import parse_utc_time
+from bottomless_core.dates import parse_older_than
 from bottomless_core.errors import ConfigError
 from bottomless_core.retention import plan_removal, remove_generations
 
@@ -15,31 +15,39 @@ from ..progress import progress_for
 
 @click.command()
 @click.option("-g", "--generation", help="Remove this generation.")
-@click.option("--older-than", help="Remove generations created before this date "
-                                   "(never the newest one).")
+@click.option("--older-than", help="Remove generations created before this ISO 8601 date/time "
+                                   "(UTC unless it has a zone) or more than this long ago "
+                                   "(30d, 12h); never the newest one, nor the one that "
+                                   "covers that moment.")
+@click.option("--keep-last", type=click.IntRange(1),
+              help="Remove all but the newest N generations.")
 @click.option("-v", "--verbose", is_flag=True, help="Report what was removed.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
 @pass_app
-def rm(app: App, generation: str | None, older_than: str | None, verbose: bool,
-       dry_run: bool) -> None:
+def rm(app: App, generation: str | None, older_than: str | None, keep_last: int | None,
+       verbose: bool, dry_run: bool) -> None:
     """Remove generations (batched deletes of all their objects).
 
-    A generation that a remaining generation restores from (it has no snapshot of its own) is
-    kept, and the reason is printed. --older-than first writes the database's tombstone, so
-    that a generation half-deleted by a crash is never restored.
+    A generation that a remaining generation restores through (a chain of generations without
+    their own snapshot) is kept, and the reason is printed. --older-than D keeps the
+    generation that covers D, so that `restore --utc-time D` still works afterwards; it and
+    --keep-last first write the database's tombstone, so that a generation half-deleted by a
+    crash is never restored.
 
     \b
     Examples:
       bottomless-cli -d app.db rm -g 0190b2c4-...-... -v
       bottomless-cli -d app.db rm --older-than 2024-05-01 --dry-run
+      bottomless-cli -d app.db rm --older-than 30d -v
+      bottomless-cli -d app.db rm --keep-last 10
     """
-    if (generation is None) == (older_than is None):
-        raise ConfigError("give exactly one of -g/--generation and --older-than")
+    if sum(x is not None for x in (generation, older_than, keep_last)) != 1:
+        raise ConfigError("give exactly one of -g/--generation, --older-than and --keep-last")
     gen = parse_generation_option(generation)
-    when = parse_utc_time(older_than) if older_than else None
+    when = parse_older_than(older_than) if older_than is not None else None
     storage = app.storage
     storage.check_bucket()
-    plan = plan_removal(storage, app.db_name, gen, when)
+    plan = plan_removal(storage, app.db_name, gen, when, keep_last)
     for kept, why in plan.keep:
         click.echo(f"kept {kept}: {why}", err=True)
     if dry_run:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..context import App, pass_app
-from .restore import describe, generation_option, run_restore, utc_time_option
+from .restore import describe, generation_option, print_notes, run_restore, utc_time_option
 
 
 @click.command()
@@ -16,13 +16,14 @@ from .restore import describe, generation_option, run_restore, utc_time_option
 @utc_time_option
 @pass_app
 def verify(app: App, generation: str | None, utc_time: str | None) -> None:
-    """Restore into a temporary file, run integrity_check, report and delete it.
+    """Restore into a temporary file ($TMPDIR), run integrity_check, report and delete it.
 
     \b
     Example:
       bottomless-cli --db-name app.db verify
     """
-    target = app.database or Path(tempfile.gettempdir()) / app.db_name
+    target = Path(tempfile.gettempdir()) / app.db_name
     result = run_restore(app, target, generation, utc_time, force=True, verify_only=True)
+    print_notes(result)
     click.echo(f"verified {describe(result)}")
 

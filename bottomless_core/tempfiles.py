@@ -1,0 +1,79 @@
+"""Temporary files written beside a database (snapshot images, restores in progress).
+
+Each is named ``.NAME.bottomless-PID-RANDOM.KIND`` so that a later run can tell leftovers of a
+process that died (SIGKILL, power loss) from files a live process is still writing, and each
+is registered while it exists so that a signal handler can remove them before exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+
+_LIVE: set[Path] = set()
+_GUARD = threading.Lock()
+
+
+def owned_temp_path(beside: Path, kind: str) -> Path:
+    """A new, registered temporary path in the directory of ``beside`` (not created)."""
+    path = beside.with_name(f".{beside.name}.bottomless-{os.getpid()}-{secrets.token_hex(4)}"
+                            f".{kind}")
+    with _GUARD:
+        _LIVE.add(path)
+    return path
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file (if it exists) and forget it."""
+    path.unlink(missing_ok=True)
+    with _GUARD:
+        _LIVE.discard(path)
+
+
+def forget(path: Path) -> None:
+    """The file became something permanent (renamed into place): stop tracking it."""
+    with _GUARD:
+        _LIVE.discard(path)
+
+
+def remove_all_owned() -> None:
+    """Remove every temporary file this process still has (signal handlers, exit)."""
+    with _GUARD:
+        paths = list(_LIVE)
+        _LIVE.clear()
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(beside: Path) -> list[Path]:
+    """Remove leftovers of dead processes beside ``beside``; return what was removed."""
+    pattern = re.compile(re.escape(f".{beside.name}.bottomless-") + r"(\d+)-[0-9a-f]+\.\w+$")
+    removed = []
+    try:
+        entries = list(os.scandir(beside.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m and not _alive(int(m[1])):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
