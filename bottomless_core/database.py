@@ -27,6 +27,7 @@ NBACKFILL_OFFSET = 96  # the checkpoint-info block of -shm starts with nBackfill
 # Lock bytes (fcntl) that every SQLite connection holds for as long as it has the file open:
 # in -shm the "DMS" byte (offset 120 + 8 locks), in a rollback-journal database the SHARED range.
 SHM_DMS_BYTE = 128
+GATE_RETRY = 0.0005  # seconds between attempts to take the write lock around our checkpoint
 PENDING_BYTE = 0x40000000
 
 
@@ -297,22 +298,29 @@ class WriteGate:
         self._conn: sqlite3.Connection | None = None
 
     def try_enter(self, busy_ms: int) -> bool:
-        """Take the write lock, waiting at most ``busy_ms`` for the application's writer."""
+        """Take the write lock, trying for at most ``busy_ms``. An application that commits
+        back to back leaves the lock free only for microseconds between transactions, and
+        SQLite's own busy handler sleeps 1 to 100 ms between attempts, so we retry often."""
         uri = f"file:{self.db_path}?mode=rw"
+        deadline = time.monotonic() + busy_ms / 1000
         try:
-            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                         timeout=busy_ms / 1000, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            self.leave()
-            if "locked" in str(exc) or "busy" in str(exc):
-                return False
-            raise LocalDatabaseError(f"{self.db_path}: {exc}") from None
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=0")
+            while True:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    return True
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        self.leave()
+                        return False
+                    time.sleep(GATE_RETRY)
         except sqlite3.DatabaseError as exc:
             self.leave()
             raise LocalDatabaseError(f"{self.db_path}: {exc}") from None
-        return True
 
     def truncate_wal(self, busy_ms: int) -> None:
         """End the (empty) write transaction and run a TRUNCATE checkpoint on this

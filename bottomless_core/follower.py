@@ -233,9 +233,9 @@ class Follower:
         why = None
         if self._job is None:
             try:
-                db_size = r.db_path.stat().st_size
+                db_size = max(r.db_bytes, r.db_path.stat().st_size)
             except OSError:
-                db_size = 0
+                db_size = r.db_bytes
             why = self.options.snapshots.due(r.chain, db_size, time.time())
         outcome = r.checkpoint(self._lock, pin=why is not None, busy_ms=CHECKPOINT_BUSY_MS,
                                truncate=wal_frames >= self.options.emergency_pages)

@@ -148,7 +148,7 @@ class Replicator:
         self.chain = ChainState()
         self._loaded = False
         self._position: WalPosition | None = None  # end of what we shipped in `newest`
-        self._confirmed: uuid.UUID | None = None  # newest was seen in the bucket since we wrote
+        self._created: uuid.UUID | None = None  # generation written by the current sync
         # ReadLock.fingerprint() of the main file when its content was last known to equal the
         # newest snapshot: lets a daemon skip re-hashing an idle database every poll.
         self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
@@ -156,6 +156,7 @@ class Replicator:
         self._tail: tuple[WalCapture, float] | None = None  # frames caught at our checkpoint
         self._pending_continuity: Continuity | None = None
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
+        self.db_bytes = 0  # size of the database at the last commit seen (WAL included)
 
     # --- sync ---------------------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class Replicator:
         must be held."""
         progress = progress or NoProgress()
         assert lock.held, "sync needs the read transaction"
+        self._created = None
         try:
             if not self._loaded:
                 self._load()
@@ -198,8 +200,17 @@ class Replicator:
                     result = ReplicateResult(newest.id, False, decision.reason,
                                              last_frame=newest.last_frame)
                 result.wal_frames = capture.frame_count
+                if capture.db_size and capture.header is not None:
+                    self.db_bytes = capture.db_size * capture.header.page_size
                 if decision.action != "wait":
-                    self._continue(capture, db_header, stamp, result, progress)
+                    shipped = self._continue(capture, db_header, stamp, result, progress)
+                    newest = self.newest
+                    if shipped and newest is not None and not self._still_there(newest,
+                                                                                shipped):
+                        capture.close()
+                        gone = _Decision("new", f"generation {newest.id} was removed from the "
+                                                "bucket", dep=False)
+                        return self._new_generation(lock, db_header, gone, progress)
                 result.caught_up = capture.complete
             finally:
                 capture.close()
@@ -226,7 +237,6 @@ class Replicator:
             self._abort_stale_uploads()
         self.newest = _load_newest(self.storage, self.db_name)
         self._position = None
-        self._confirmed = None
         if self.newest is not None and self._tail is None:
             self.chain = _chain_state(self.storage, self.db_name, self.newest)
         if (self._tail is not None and self._pending_continuity is not None
@@ -278,9 +288,6 @@ class Replicator:
         if (header is not None and meta.page_size == page_size
                 and meta.checksum == header.checksum and header.page_size == page_size
                 and capture.frame_count >= last):
-            if capture.new_frames > 0 and not self._still_there(newest):
-                return _Decision("new", f"generation {newest.id} was removed from the bucket",
-                                 dep=False)
             return _Decision("continue", "local WAL continues the newest generation")
         # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
         # snapshot, the current WAL (whatever its salts) applies on top of it.
@@ -295,16 +302,17 @@ class Replicator:
         return _Decision("new", f"local WAL has {capture.frame_count} committed frames, "
                                 f"bucket has {last}")
 
-    def _still_there(self, g: Generation) -> bool:
-        """A cheap check before shipping into a generation we did not just write: ``rm -g``
-        of it must make us start a new one, not ship into a deleted prefix."""
-        if self._confirmed == g.id:
-            return True
-        if self.storage.exists(g.key(layout.META)):
-            self._confirmed = g.id
+    def _still_there(self, g: Generation, shipped: list[str]) -> bool:
+        """After shipping into a generation this sync did not create: is it still there?
+        ``rm -g`` of it must make us start a new generation, not keep shipping into a deleted
+        prefix. Checked after the upload, so that a removal during it is seen too; what we
+        just shipped there is taken back."""
+        if self._created == g.id or self.storage.exists(g.key(layout.META)):
             return True
         log.warning("db=%s event=generation_removed generation=%s: starting a new generation",
                     self.db_name, g.id)
+        # (the prefix too: filer-backed stores list an emptied "directory" until it goes)
+        self.storage.delete_many([*shipped, layout.generation_prefix(self.db_name, g.id)])
         return False
 
     def _matches_snapshot(self, lock: ReadLock) -> bool:
@@ -361,7 +369,7 @@ class Replicator:
                                      snapshot_bytes=snapshot.size,
                                      wal_frames=capture.frame_count)
             self.newest, self._position, self._same_as_snapshot = g, None, same
-            self._confirmed = gen
+            self._created = gen
             self._ship(g, capture, math.ceil(at), result, progress)
             self.storage.put(g.key(layout.META), meta.encode())  # last: now it is complete
             g.meta = meta
@@ -421,7 +429,7 @@ class Replicator:
                        parent_checksum=c.parent_checksum)
         self._put_small(g, (c.parent_frames, c.parent_checksum))
         self.storage.put(g.key(layout.META), meta.encode())
-        self.newest, self._position, self._confirmed = g, None, g.id
+        self.newest, self._position, self._created = g, None, g.id
         self._continuity = None
         self.chain.depth += 1
         log.info("db=%s event=generation generation=%s parent=%s snapshot=none chain=%d",
@@ -434,7 +442,8 @@ class Replicator:
     # --- shipping -----------------------------------------------------------------------------
 
     def _continue(self, capture: WalCapture, db_header: DbHeader, stamp: int,
-                  result: ReplicateResult, progress: Progress) -> None:
+                  result: ReplicateResult, progress: Progress) -> list[str]:
+        """Ship into the newest generation; return the keys written."""
         g = self.newest
         assert g is not None
         if capture.header is not None and capture.new_frames > 0:
@@ -442,11 +451,13 @@ class Replicator:
             if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
                 self.storage.put(g.key(layout.META), meta.encode())
                 g.meta = meta
+        before = len(g.batches)
         self._ship(g, capture, stamp, result, progress)
         if result.frames_shipped:
             log.info("db=%s event=shipped generation=%s frames=%d batches=%d last_frame=%d",
                       self.db_name, g.id, result.frames_shipped, result.batches_shipped,
                       result.last_frame)
+        return [info.key for _, info in g.batches[before:]]
 
     def _ship(self, g: Generation, capture: WalCapture, stamp: int, result: ReplicateResult,
               progress: Progress) -> None:

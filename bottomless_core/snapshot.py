@@ -24,7 +24,7 @@ from .codec import CHUNK, Codec, Encoder
 from .database import ReadLock
 from .dbheader import DB_HEADER_SIZE
 from .errors import LocalDatabaseError
-from .tempfiles import owned_temp_path
+from .tempfiles import discard, owned_temp_path
 from .wal import FRAME_HEADER_SIZE
 
 OVERLAY_SCAN = 4 << 20  # bytes of captured frames scanned at a time to map pages
@@ -114,11 +114,15 @@ def write_snapshot(lock: ReadLock, capture: WalCapture, codec: Codec,
                 if on_bytes:
                     on_bytes(len(chunk))
             out.write(enc.finish())
+    except OSError as exc:
+        discard(tmp)
+        raise LocalDatabaseError(f"{tmp.parent}: cannot write the temporary snapshot "
+                                 f"({exc.strerror or exc})") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     if raw < DB_HEADER_SIZE:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise LocalDatabaseError(f"{db_path}: database file is too short")
     return SnapshotFile(tmp, codec, h.hexdigest(), raw, tmp.stat().st_size,
                         capture.frame_count, counter)

@@ -289,3 +289,74 @@ def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: Storag
     assert _acked_ids(tmp_path / "acked-b") <= _restored_ids(run, tmp_path, "second")
     out = run("status", "--status-file", str(tmp_path / "multi.json"))
     assert "second" in out.stdout and "a.db" in out.stdout
+
+
+def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Path,
+                                                         storage: Storage,
+                                                         daemons: list[Daemon]) -> None:
+    """After the daemon's own checkpoint the next generation restores through its parent;
+    the snapshot policy (here: at most 3 in a row) gives some of them a snapshot, uploaded
+    in the background."""
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons,
+                                     ("--checkpoint-pages", "100", "--snapshot-max-chain", "3"))
+    poll("daemon start", lambda: d.caught_up_after(0))
+    writer = _writer(db, acked, 4.0, "--autocheckpoint", "0")
+    assert writer.wait(DEADLINE) == 0
+    done = time.time()
+    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    status = d.status()[0]
+    assert status["checkpoints"] >= 4, status
+    d.signal()
+    assert d.wait() == 0, d.text()
+    facts = json.loads(run("--db-name", "app.db", "ls", "-v", "--json").stdout)
+    assert all(f["complete"] for f in facts)
+    with_snapshot = [f for f in facts if f["has_snapshot"]]
+    assert len(facts) >= 5 and 2 <= len(with_snapshot) < len(facts), facts
+    assert max(f["chain_depth"] for f in facts) <= 2
+    assert "event=snapshot " in d.text()  # a background one, not only the first
+    assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
+    run("--db-name", "app.db", "verify")
+
+
+def test_removing_the_generation_being_written(run: Cli, tmp_path: Path, storage: Storage,
+                                               daemons: list[Daemon]) -> None:
+    """rm -g of the daemon's current generation: it notices before its next upload and starts
+    a new generation, so the bucket keeps a restorable newest generation."""
+    db, _, d = _daemon_on_new_db(run, tmp_path, daemons)
+    conn = open_wal_db(db)
+    insert_rows(conn, 50)
+    t = time.time()
+    poll("first ship", lambda: d.caught_up_after(t))
+    current = d.status()[0]["generation"]
+    run("--db-name", "app.db", "rm", "-g", current)
+    insert_rows(conn, 50, start=1000)
+    t = time.time()
+    poll("a new generation", lambda: d.caught_up_after(t) and
+         d.status()[0]["generation"] != current)
+    conn.close()
+    assert "event=generation_removed" in d.text()
+    gens = [str(g) for g in catalog.list_generations(storage, "app.db")]
+    assert current not in gens and gens
+    assert _restored_ids(run, tmp_path) == set(range(50)) | set(range(1000, 1050))
+    d.signal()
+    assert d.wait() == 0, d.text()
+
+
+def test_a_status_file_that_cannot_be_written_stops_nothing(run: Cli, tmp_path: Path,
+                                                            daemons: list[Daemon]) -> None:
+    db = tmp_path / "app.db"
+    _new_db(db)
+    # the last --status-file given wins: a path whose directory does not exist
+    d = Daemon(["-d", str(db)], _env(run), tmp_path,
+               ("--status-file", str(tmp_path / "no-such-dir" / "status.json")))
+    daemons.append(d)
+    conn = open_wal_db(db)
+    insert_rows(conn, 20)
+    conn.close()
+    poll("the rows to be shipped",
+         lambda: "event=shipped" in d.text() or "event=generation" in d.text())
+    assert d.proc.poll() is None
+    assert d.text().count("event=status_file_failed") == 1
+    d.signal()
+    assert d.wait() == 0, d.text()
+    assert _restored_ids(run, tmp_path) == set(range(20))

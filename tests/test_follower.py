@@ -1,0 +1,75 @@
+"""The daemon's loop in-process: every failure is retried and reported, not only S3's."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from bottomless_core import replicator as replicator_module
+from bottomless_core.follower import Follower, FollowOptions
+from bottomless_core.replicator import Replicator
+from bottomless_core.storage import Storage
+from tests.conftest import Cli
+from tests.helpers import dump, insert_rows, open_wal_db
+
+
+def test_a_full_disk_is_retried_and_reported(run: Cli, tmp_path: Path, storage: Storage,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 100)
+    real = replicator_module.write_snapshot
+    failures = [2]
+
+    def no_space(*args: object, **kwargs: object) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replicator_module, "write_snapshot", no_space)
+    follower = Follower(Replicator(db, storage), FollowOptions(interval=0.05))
+    try:
+        for _ in range(2):
+            assert follower.step() is False
+            assert follower.status.state == "retrying"
+            assert "No space left on device" in (follower.status.last_error or "")
+            assert follower.status.behind_since is not None
+        assert follower.step() is True  # space was freed
+        assert follower.status.state == "running" and follower.status.last_error is None
+        assert follower.status.consecutive_failures == 0
+    finally:
+        follower._lock.close()
+        follower.replicator.close()
+    run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
+    assert dump(tmp_path / "r.db") == dump(db)
+    conn.close()
+
+
+def test_an_unexpected_exception_is_retried(tmp_path: Path, storage: Storage,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 10)
+    follower = Follower(Replicator(db, storage), FollowOptions(interval=0.05))
+    calls = [0]
+    real_sync = follower.replicator.sync
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyError("a bug")
+        return real_sync(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(follower.replicator, "sync", flaky)
+    try:
+        assert follower.step() is False
+        assert "KeyError" in (follower.status.last_error or "") or "a bug" in (
+            follower.status.last_error or "")
+        assert follower.step() is True
+    finally:
+        follower._lock.close()
+        follower.replicator.close()
+    conn.close()
