@@ -119,7 +119,7 @@ class Generation:
     @property
     def last_frame(self) -> int:
         """Last frame of the highest batch (what libsql calls the consistent frame)."""
-        return self.batches[-1][0].last if self.batches else 0
+        return max((key.last for key, _ in self.batches), default=0)
 
     @property
     def contiguous_frame(self) -> int:

@@ -235,9 +235,10 @@ class Replicator:
             self.storage.check_bucket()
             self.lease.acquire()
             self._abort_stale_uploads()
+        before = self.newest.id if self.newest is not None else None
         self.newest = _load_newest(self.storage, self.db_name)
         self._position = None
-        if self.newest is not None and self._tail is None:
+        if self.newest is not None and self.newest.id != before:
             self.chain = _chain_state(self.storage, self.db_name, self.newest)
         if (self._tail is not None and self._pending_continuity is not None
                 and (self.newest is None or self.newest.id != self._pending_continuity.parent)):

@@ -55,7 +55,7 @@ from .errors import (
 from .layout import BatchKey
 from .progress import NoProgress, Progress
 from .storage import ObjectInfo, Storage
-from .tempfiles import discard, forget, owned_temp_path
+from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
 MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
@@ -190,6 +190,7 @@ def restore(storage: Storage, db_name: str, target: Path, *,
     result = RestoreResult(plan.generation.id, [g.id for g in plan.chain], notes=plan.notes)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(target)  # what a killed restore (or replicator) of it left behind
         tmp = owned_temp_path(target, "restoring")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -334,6 +335,8 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool) -> li
             for key, obj in g.batches:
                 if upto is not None and key.first > upto:
                     break
+                if key.last <= reached and cutoff is not None and key.timestamp > cutoff:
+                    continue  # a later copy of frames already applied: nothing new in it
                 if cutoff is not None and key.timestamp > cutoff:
                     cut = True
                     break
@@ -505,7 +508,8 @@ class _Verifier:
         stored = (heads[:, 4].astype(np.uint64) << np.uint64(32)) | heads[:, 5]
         repeat = max(0, min(n, self.applied + 1 - first))
         if repeat:  # frames applied already from another batch: they must be the same
-            known = np.frombuffer(self.sums, dtype=np.uint64)[first - 1:first - 1 + repeat]
+            known = np.frombuffer(self.sums, dtype=np.uint64)[
+                first - 1:first - 1 + repeat].copy()  # no view: self.sums grows below
             if not np.array_equal(known, stored[:repeat]):
                 bad = first + int(np.flatnonzero(known != stored[:repeat])[0])
                 raise CorruptBackupError(

@@ -1,8 +1,10 @@
 """Temporary files written beside a database (snapshot images, restores in progress).
 
-Each is named ``.NAME.bottomless-PID-RANDOM.KIND`` so that a later run can tell leftovers of a
-process that died (SIGKILL, power loss) from files a live process is still writing, and each
-is registered while it exists so that a signal handler can remove them before exiting.
+Each is named ``.NAME.bottomless-HOST-PID-RANDOM.KIND`` so that a later run can tell leftovers
+of a process that died (SIGKILL, power loss) from files a live process is still writing (only
+files of this host are judged: a pid means nothing in another host's or container's process
+table), and each is registered while it exists so that a signal handler can remove them before
+exiting.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import socket
 import threading
 from pathlib import Path
 
@@ -20,8 +23,8 @@ _GUARD = threading.Lock()
 
 def owned_temp_path(beside: Path, kind: str) -> Path:
     """A new, registered temporary path in the directory of ``beside`` (not created)."""
-    path = beside.with_name(f".{beside.name}.bottomless-{os.getpid()}-{secrets.token_hex(4)}"
-                            f".{kind}")
+    path = beside.with_name(f".{beside.name}.bottomless-{host_tag()}-{os.getpid()}-"
+                            f"{secrets.token_hex(4)}.{kind}")
     with _GUARD:
         _LIVE.add(path)
     return path
@@ -50,6 +53,11 @@ def remove_all_owned() -> None:
             path.unlink()
 
 
+def host_tag() -> str:
+    """This host's name, made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -64,7 +72,8 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(beside: Path) -> list[Path]:
     """Remove leftovers of dead processes beside ``beside``; return what was removed."""
-    pattern = re.compile(re.escape(f".{beside.name}.bottomless-") + r"(\d+)-[0-9a-f]+\.\w+$")
+    pattern = re.compile(re.escape(f".{beside.name}.bottomless-{host_tag()}-")
+                         + r"(\d+)-[0-9a-f]+\.\w+$")
     removed = []
     try:
         entries = list(os.scandir(beside.parent))

@@ -15,7 +15,7 @@ import click
 
 from bottomless_core.codec import Codec
 from bottomless_core.config import DatabaseConfig, load_config
-from bottomless_core.database import ReplicatorLock, read_db_header
+from bottomless_core.database import ReplicatorLock, read_db_header, resolve_db_path
 from bottomless_core.dates import parse_duration
 from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.follower import (
@@ -186,7 +186,7 @@ def _daemon(app: App, databases: list[DatabaseConfig],
         for lock in locks:
             lock.acquire(wait=DAEMON_LOCK_WAIT)
         for db in databases:
-            for stale in remove_stale(db.path):
+            for stale in remove_stale(resolve_db_path(db.path)):
                 log.info("event=removed_stale_file path=%s", stale)
         _follow(databases, storage_for, status_file)
     finally:
