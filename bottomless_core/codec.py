@@ -49,13 +49,14 @@ class Codec(enum.Enum):
 class Encoder:
     """Incremental compressor: ``feed`` chunks, then ``finish`` once."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, threads: int = 0) -> None:
+        """``threads`` > 0: zstd compresses with that many worker threads (same format)."""
         self.codec = codec
         self._obj: Any = None  # zstd or zlib compressobj: both have compress() and flush()
         if codec is Codec.ZSTD:
             # The frame checksum lets a reader tell a damaged object from a valid one.
-            self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL,
-                                                 write_checksum=True).compressobj()
+            self._obj = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                                 threads=threads).compressobj()
         elif codec is Codec.GZIP:
             self._obj = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 

@@ -37,8 +37,10 @@ log = logging.getLogger("bottomless.follower")
 INTERVAL = 1.0  # seconds between WAL polls (Litestream's DefaultMonitorInterval)
 CHECKPOINT_PAGES = 1000  # checkpoint past this many WAL frames (Litestream's MinCheckpointPageN)
 EMERGENCY_PAGES = 121_359  # ~500 MB of 4 KiB pages: TRUNCATE, giving the disk space back
-CHECKPOINT_BUSY_MS = 1000  # the longest our checkpoint waits for the application's writer
-CHECKPOINT_RETRY_POLLS = 10  # after a busy checkpoint, wait this many polls before another
+CHECKPOINT_BUSY_MS = 500  # the longest our checkpoint waits for the application's writer
+CHECKPOINT_RETRY_POLLS = 2  # after a busy checkpoint, wait this many polls before another
+BUSY_FACTOR = 2  # a WAL this many times checkpoint_pages at a checkpoint: writes outrun us
+HARD_MAX_CHAIN = 90  # deferred snapshots never let a chain near libSQL's restore limit (100)
 WARN_FACTOR = 10  # warn when the WAL holds this many times checkpoint_pages (shipping is stuck)
 FIRST_BACKOFF = 1.0  # seconds before the first retry after a failed sync
 MAX_BACKOFF = 60.0  # cap of the exponential backoff while failures go on
@@ -123,7 +125,8 @@ class SnapshotJob(threading.Thread):
         self.child = child
         self.stop = stop
         self.created = threading.Event()
-        self.ok = False
+        self.pinning = True  # the main file is held as the child starts: nothing can be
+        self.ok = False      # checkpointed meanwhile
         self.error: str | None = None
 
     def run(self) -> None:
@@ -133,6 +136,7 @@ class SnapshotJob(threading.Thread):
                 image = write_snapshot(self.pinned, empty_capture(), r.options.codec)
             finally:
                 self.pinned.close()
+                self.pinning = False
             try:
                 while not self.created.wait(0.2):
                     if self.stop.is_set():
@@ -172,8 +176,13 @@ class Follower:
         ship succeeded (nothing committed is left behind)."""
         try:
             while not stop.is_set():
+                started = time.monotonic()
                 self.step()
-                stop.wait(self._backoff or self.options.interval)
+                # Polls keep a steady cadence: a slow sync (a large ship) does not add a
+                # whole interval on top of itself.
+                pause = self._backoff or max(0.0, started + self.options.interval
+                                             - time.monotonic())
+                stop.wait(pause)
             ok = self.step(final=True)
             self.status.state = "stopped" if ok else "failed"
             return ok
@@ -229,14 +238,22 @@ class Follower:
     def _checkpoint(self, wal_frames: int) -> None:
         if time.monotonic() < self._checkpoint_not_before:
             return
+        if self._job is not None and self._job.pinning:
+            return  # its read transaction keeps every frame out of the main file for now
         r = self.replicator
         why = None
-        if self._job is None:
+        # A background snapshot keeps the main file pinned while it is compressed, and nothing
+        # can be checkpointed meanwhile: while writes outrun our checkpoints (the WAL holds
+        # several times checkpoint_pages), it waits for a calmer checkpoint.
+        policy = self.options.snapshots
+        calm = (wal_frames < BUSY_FACTOR * self.options.checkpoint_pages
+                or r.chain.depth + 1 >= min(2 * policy.max_chain, HARD_MAX_CHAIN))
+        if self._job is None and calm:
             try:
                 db_size = max(r.db_bytes, r.db_path.stat().st_size)
             except OSError:
                 db_size = r.db_bytes
-            why = self.options.snapshots.due(r.chain, db_size, time.time())
+            why = policy.due(r.chain, db_size, time.time())
         outcome = r.checkpoint(self._lock, pin=why is not None, busy_ms=CHECKPOINT_BUSY_MS,
                                truncate=wal_frames >= self.options.emergency_pages)
         if not outcome.done:

@@ -60,9 +60,11 @@ from .wal import FRAME_HEADER_SIZE, Checksum
 
 MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
 PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
-PREFETCH_BYTES = 24 << 20  # ...and at most this many compressed bytes of them in memory
-DECODE_BLOCK = 4 << 20  # raw bytes of a batch decompressed, verified and applied at a time
-PENDING_MEMORY = 32 << 20  # an unfinished transaction's frames stay in memory up to this
+# Memory: restoring a 200 MB burst of 16 MiB batches peaked at 137 MiB with 24 MiB / 4 MiB /
+# 32 MiB here and at 100 MiB with these (python -m bench.bench_burst; docs/benchmarks.md).
+PREFETCH_BYTES = 16 << 20  # ...and at most this many compressed bytes of them in memory
+DECODE_BLOCK = 1 << 20  # raw bytes of a batch decompressed, verified and applied at a time
+PENDING_MEMORY = 8 << 20  # an unfinished transaction's frames stay in memory up to this
 
 
 @dataclass
@@ -481,19 +483,24 @@ class _Verifier:
     def batch(self, key: BatchKey, obj: ObjectInfo, body: bytes, upto: int | None,
               applier: _Applier) -> None:
         frame_no = key.first
-        buf = b""
+        buf = bytearray()  # a partial frame carried from one piece to the next
         count = key.last - key.first + 1
         got = 0
         try:
             for piece in iter_decompressed(body, key.codec, DECODE_BLOCK):
-                buf += piece
-                whole = len(buf) // self.frame_size
+                data: bytes | bytearray = piece
+                if buf:
+                    buf += piece
+                    data = buf
+                whole = len(data) // self.frame_size
                 if whole:
                     take = whole * self.frame_size
-                    self._frames(obj, frame_no, memoryview(buf)[:take], upto, applier)
+                    with memoryview(data) as mv:
+                        self._frames(obj, frame_no, mv[:take], upto, applier)
                     frame_no += whole
                     got += whole
-                    buf = buf[take:]
+                rest = bytes(data[whole * self.frame_size:])
+                buf = bytearray(rest)
         except CodecError as exc:
             raise CorruptBackupError(f"{obj.key}: {exc}") from None
         if buf or got != count:

@@ -28,6 +28,9 @@ from .tempfiles import discard, owned_temp_path
 from .wal import FRAME_HEADER_SIZE
 
 OVERLAY_SCAN = 4 << 20  # bytes of captured frames scanned at a time to map pages
+# zstd worker threads for a snapshot: a snapshot holds the main file pinned (or the sync
+# waiting) while it is compressed, so it is the one place where two cores pay off.
+SNAPSHOT_THREADS = 2
 
 
 @dataclass
@@ -101,7 +104,7 @@ def write_snapshot(lock: ReadLock, capture: WalCapture, codec: Codec,
     tmp = owned_temp_path(db_path, "snapshot")
     h = hashlib.sha256()
     raw = 0
-    enc = Encoder(codec)
+    enc = Encoder(codec, threads=SNAPSHOT_THREADS)
     counter = b""
     try:
         with open(tmp, "xb") as out:

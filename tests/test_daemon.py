@@ -295,8 +295,8 @@ def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Pat
                                                          storage: Storage,
                                                          daemons: list[Daemon]) -> None:
     """After the daemon's own checkpoint the next generation restores through its parent;
-    the snapshot policy (here: at most 3 in a row) gives some of them a snapshot, uploaded
-    in the background."""
+    the snapshot policy (here: 3 in a row; while writes outrun the checkpoints it waits, but
+    never past twice that) gives some of them a snapshot, uploaded in the background."""
     db, acked, d = _daemon_on_new_db(run, tmp_path, daemons,
                                      ("--checkpoint-pages", "100", "--snapshot-max-chain", "3"))
     poll("daemon start", lambda: d.caught_up_after(0))
@@ -312,7 +312,7 @@ def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Pat
     assert all(f["complete"] for f in facts)
     with_snapshot = [f for f in facts if f["has_snapshot"]]
     assert len(facts) >= 5 and 2 <= len(with_snapshot) < len(facts), facts
-    assert max(f["chain_depth"] for f in facts) <= 2
+    assert max(f["chain_depth"] for f in facts) <= 5
     assert "event=snapshot " in d.text()  # a background one, not only the first
     assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
     run("--db-name", "app.db", "verify")
