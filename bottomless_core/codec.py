@@ -6,7 +6,7 @@ import enum
 import io
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import zstandard
 
@@ -107,40 +107,55 @@ class Decoder:
             raise CodecError(f"truncated {self.codec.value} data")
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def iter_decompressed(data: bytes | memoryview, codec: Codec, block: int = CHUNK,
                       ) -> Iterator[bytes]:
-    """Decompress ``data`` (whole frames/members, possibly concatenated) in pieces of at most
-    ``block`` bytes, so that a highly compressed object never expands all at once. A
-    truncated object yields fewer bytes (callers check the length they expect)."""
-    if codec is Codec.RAW:
-        mv = memoryview(data)
-        for i in range(0, len(mv), block):
-            yield bytes(mv[i:i + block])
-        return
+    """iter_decompressed_stream over bytes held in memory."""
+    return iter_decompressed_stream(io.BytesIO(data), codec, block)
+
+
+def iter_decompressed_stream(source: Readable, codec: Codec, block: int = CHUNK,
+                             ) -> Iterator[bytes]:
+    """Decompress a stream (whole frames/members, possibly concatenated) in pieces of at most
+    ``block`` bytes, so that a highly compressed object (runs of zero pages) never expands
+    all at once. A truncated zstd object yields fewer bytes (callers check the length or the
+    digest they expect); a damaged one fails its zstd checksum when it has one."""
     try:
-        if codec is Codec.ZSTD:
+        if codec is Codec.RAW:
+            while out := source.read(block):
+                yield out
+        elif codec is Codec.ZSTD:
             reader = zstandard.ZstdDecompressor().stream_reader(
-                io.BytesIO(data), read_across_frames=True)
+                source, read_size=CHUNK, read_across_frames=True)
             while out := reader.read(block):
                 yield out
-            return
-        rest = bytes(data)
-        while rest:
-            obj = zlib.decompressobj(31)
-            out = obj.decompress(rest, block)
+        else:
+            yield from _gunzip(source, block)
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise CodecError(f"corrupt {codec.value} data: {exc}") from None
+
+
+def _gunzip(source: Readable, block: int) -> Iterator[bytes]:
+    obj = zlib.decompressobj(31)
+    started = False
+    while data := source.read(CHUNK):
+        while data:
+            started = True
+            out = obj.decompress(data, block)
             while True:
                 if out:
                     yield out
                 if obj.eof or not obj.unconsumed_tail:
                     break
                 out = obj.decompress(obj.unconsumed_tail, block)
-            if not obj.eof:
-                while out := obj.flush(block):
-                    yield out
-                raise CodecError(f"truncated {codec.value} data")
-            rest = obj.unused_data
-    except (zstandard.ZstdError, zlib.error) as exc:
-        raise CodecError(f"corrupt {codec.value} data: {exc}") from None
+            data = obj.unused_data if obj.eof else b""
+            if obj.eof:  # another member may follow
+                obj, started = zlib.decompressobj(31), bool(data)
+    if started and not obj.eof:
+        raise CodecError("truncated gz data")
 
 
 def compress(data: bytes, codec: Codec) -> bytes:

@@ -44,7 +44,7 @@ from .catalog import (
     list_generations,
     read_tombstone,
 )
-from .codec import Codec, CodecError, Decoder, iter_decompressed
+from .codec import Codec, CodecError, Readable, iter_decompressed, iter_decompressed_stream
 from .database import check_sqlite_file, open_by_another_process, resolve_db_path
 from .errors import (
     CorruptBackupError,
@@ -59,6 +59,7 @@ from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
 MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
+READ_AHEAD = 8  # generations of a chain described side by side
 PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
 # Memory: restoring a 200 MB burst of 16 MiB batches peaked at 137 MiB with 24 MiB / 4 MiB /
 # 32 MiB here and at 100 MiB with these (python -m bench.bench_burst; docs/benchmarks.md).
@@ -114,8 +115,10 @@ def plan_restore(storage: Storage, db_name: str, generation: uuid.UUID | None = 
             raise CorruptBackupError(
                 f"generation {generation} is incomplete (its creation was interrupted: no "
                 f"{layout.META}, no snapshot); restore an older one")
-        return RestorePlan(_chain(storage, db_name, g, notes), notes)
-    for gen in list_generations(storage, db_name):
+        order = list(list_generations(storage, db_name)) if g.snapshot is None else []
+        return RestorePlan(_chain(storage, db_name, g, notes, order), notes)
+    order = list(list_generations(storage, db_name))
+    for gen in order:
         if is_dead(tombstone, gen):
             break  # everything older is covered by the tombstone too
         if utc_time is not None and layout.generation_time(gen) > utc_time:
@@ -128,7 +131,7 @@ def plan_restore(storage: Storage, db_name: str, generation: uuid.UUID | None = 
             notes.append(f"skipped generation {gen}: incomplete (its creation was "
                          "interrupted)")
             continue
-        return RestorePlan(_chain(storage, db_name, g, notes), notes)
+        return RestorePlan(_chain(storage, db_name, g, notes, order), notes)
     when = f" created at or before {utc_time:%Y-%m-%d %H:%M:%S} UTC" if utc_time else ""
     raise NotFoundError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
 
@@ -139,8 +142,48 @@ def choose_generation(storage: Storage, db_name: str, generation: uuid.UUID | No
     return plan_restore(storage, db_name, generation, utc_time).generation.id
 
 
-def _chain(storage: Storage, db_name: str, g: Generation, notes: list[str]) -> list[Generation]:
+class _Describer:
+    """describe_generation with read-ahead: a chain's parents are, nearly always, the next
+    older generations of the listing, so their descriptions are fetched several at a time
+    (a chain of 30 generations is then a few round trips, not 90)."""
+
+    def __init__(self, storage: Storage, db_name: str, order: list[uuid.UUID]) -> None:
+        self.storage, self.db_name, self.order = storage, db_name, order
+        self.position = {gen: i for i, gen in enumerate(order)}
+        self.pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="restore-describe")
+        self.futures: dict[uuid.UUID, Future[Generation]] = {}
+
+    def _submit(self, gen: uuid.UUID) -> None:
+        if gen not in self.futures:
+            self.futures[gen] = self.pool.submit(describe_generation, self.storage,
+                                                 self.db_name, gen, True, False)
+
+    def get(self, gen: uuid.UUID) -> Generation:
+        i = self.position.get(gen)
+        if i is not None:
+            for older in self.order[i:i + 1 + READ_AHEAD]:
+                self._submit(older)
+        self._submit(gen)
+        return self.futures.pop(gen).result()
+
+    def close(self) -> None:
+        for fut in self.futures.values():
+            fut.cancel()
+        self.pool.shutdown(wait=False)
+
+
+def _chain(storage: Storage, db_name: str, g: Generation, notes: list[str],
+           order: list[uuid.UUID]) -> list[Generation]:
     """``g`` and, if it has no snapshot, its ancestors up to one that has (oldest first)."""
+    describer = _Describer(storage, db_name, order)
+    try:
+        return _walk_chain(describer, db_name, g, notes)
+    finally:
+        describer.close()
+
+
+def _walk_chain(describer: _Describer, db_name: str, g: Generation,
+                notes: list[str]) -> list[Generation]:
     chain = [g]
     if not g.complete:
         notes.append(f"generation {g.id} is incomplete (its creation was interrupted): its "
@@ -158,7 +201,7 @@ def _chain(storage: Storage, db_name: str, g: Generation, notes: list[str]) -> l
                 f"generation {child.id} starts from its own snapshot, which is missing "
                 f"({child.key(layout.snapshot_name(child.snapshot_codec or Codec.ZSTD))})")
         try:
-            parent = describe_generation(storage, db_name, child.parent, change_counter=False)
+            parent = describer.get(child.parent)
         except NotFoundError:
             raise CorruptBackupError(
                 f"generation {child.id} restores through {child.parent}, which is missing "
@@ -282,32 +325,37 @@ def _copy_ownership(target: Path, tmp: Path) -> None:
 
 def _download_snapshot(storage: Storage, g: Generation, out: IO[bytes],
                        progress: Progress) -> None:
+    """Stream the snapshot into ``out``, decompressing in bounded pieces, and check its
+    SHA-256 when the writer recorded one (ours do)."""
     assert g.snapshot is not None and g.snapshot_codec is not None
-    decoder = Decoder(g.snapshot_codec)
+    key = g.snapshot.key
     progress.start("download snapshot", g.snapshot.size)
-    digest = None
-    info = storage.head(g.snapshot.key)
-    if info is not None:
-        digest = info.metadata.get(SHA256_METADATA)
+    info = storage.head(key)
+    digest = info.metadata.get(SHA256_METADATA) if info is not None else None
     h = hashlib.sha256()
 
-    def sink(chunk: bytes) -> None:
-        data = decoder.feed(chunk)
-        h.update(data)
-        out.write(data)
-        progress.advance("download snapshot", len(chunk))
+    class Counted:
+        def __init__(self, body: Readable) -> None:
+            self.body = body
+
+        def read(self, size: int = -1, /) -> bytes:
+            data = self.body.read(size)
+            progress.advance("download snapshot", len(data))
+            return data
 
     try:
-        storage.download(g.snapshot.key, sink)
-        decoder.finish()
+        with storage.open_object(key) as body:
+            for data in iter_decompressed_stream(Counted(body), g.snapshot_codec,
+                                                 DECODE_BLOCK):
+                h.update(data)
+                out.write(data)
     except CodecError as exc:
-        raise CorruptBackupError(f"{g.snapshot.key}: {exc}") from None
+        raise CorruptBackupError(f"{key}: {exc}") from None
     except NotFoundError:
-        raise CorruptBackupError(f"{g.snapshot.key}: the snapshot disappeared during the "
-                                 "restore") from None
+        raise CorruptBackupError(f"{key}: the snapshot disappeared during the restore") from None
     if digest and h.hexdigest() != digest:
-        raise CorruptBackupError(f"{g.snapshot.key}: content does not match its sha256 "
-                                 "(corrupt snapshot)")
+        raise CorruptBackupError(f"{key}: truncated or corrupt snapshot (its content does not "
+                                 "match its sha256)")
     progress.finish("download snapshot")
 
 

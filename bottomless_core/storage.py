@@ -88,6 +88,17 @@ def _int_env(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
+class _Body:
+    """A streaming object body whose read() raises only our errors."""
+
+    def __init__(self, storage: Storage, key: str, body: Any) -> None:
+        self._storage, self._key, self._body = storage, key, body
+
+    def read(self, size: int = -1, /) -> bytes:
+        with self._storage._errors(f"reading {self._key}"):
+            return bytes(self._body.read(None if size < 0 else size))
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -254,6 +265,16 @@ class Storage:
                 total += len(chunk)
                 sink(chunk)
         return total
+
+    @contextlib.contextmanager
+    def open_object(self, key: str) -> Iterator[_Body]:
+        """An object as a readable stream (``read(n)``), every failure mapped as for get."""
+        with self._errors(f"reading {key}"):
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            yield _Body(self, key, body)
+        finally:
+            body.close()
 
     def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str], str] | None:
         """An object's bytes, user metadata and ETag; None when it does not exist."""

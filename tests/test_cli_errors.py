@@ -160,8 +160,10 @@ def _corrupt_case(storage: Storage, case: str) -> str:
         storage.put(middle, storage.get(middle)[:-10])
         return "truncated or corrupt object"
     assert g.snapshot is not None
-    storage.put(g.snapshot.key, storage.get(g.snapshot.key)[:-10])
-    return "truncated zstd"
+    info = storage.head(g.snapshot.key)
+    assert info is not None
+    storage.put(g.snapshot.key, storage.get(g.snapshot.key)[:-10], metadata=info.metadata)
+    return "truncated or corrupt snapshot"
 
 
 @pytest.mark.parametrize("case", ["bad zstd", "bad checksum", "missing batch",
