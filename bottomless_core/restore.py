@@ -80,6 +80,7 @@ class RestoreResult:
     integrity: str = ""
     path: Path | None = None
     notes: list[str] = field(default_factory=list)  # what a user should know about the choice
+    damaged: str | None = None  # why the restore had to stop early (a missing batch)
 
 
 @dataclass
@@ -370,8 +371,12 @@ class _Span:
     cut: bool  # batches after the time bound exist (the generation is cut short)
 
 
-def _spans(chain: list[Generation], cutoff: float | None, base_only: bool) -> list[_Span]:
+def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
+           ) -> tuple[list[_Span], str | None]:
+    """What to apply of each generation; and, when a batch is missing where nothing later
+    depends on what follows it, why the walk stops there."""
     spans = []
+    gap: str | None = None
     for i, g in enumerate(chain):
         if base_only and i == len(chain) - 1:
             break
@@ -391,9 +396,15 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool) -> li
                     cut = True
                     break
                 if key.first > reached + 1:
-                    raise CorruptBackupError(
-                        f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
-                        f"{key.first - 1}; next is {obj.key})")
+                    missing = (f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
+                               f"{key.first - 1}; next is {obj.key})")
+                    if upto is not None and reached < upto:
+                        raise CorruptBackupError(missing)  # the next generation needs them
+                    # Frames after a gap cannot be applied; up to it is a committed state
+                    # (a ship cut short by a crash leaves exactly this).
+                    gap = f"{missing}: restored up to the last commit before frame {reached + 1}"
+                    cut = True
+                    break
                 if key.last <= reached:
                     batches.append((key, obj))  # a repeat, checked and skipped
                     continue
@@ -409,7 +420,7 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool) -> li
         spans.append(_Span(g, batches, upto, expect, cut))
         if cut:
             break  # later generations start after frames we may not apply
-    return spans
+    return spans, gap
 
 
 def _replay(storage: Storage, plan: RestorePlan, out: IO[bytes],
@@ -418,8 +429,11 @@ def _replay(storage: Storage, plan: RestorePlan, out: IO[bytes],
     verified, each page written once per group of committed frames."""
     cutoff = utc_time.timestamp() if utc_time is not None else None
     chain = plan.chain
-    spans = _spans(chain, cutoff, plan.base_only)
-    if len(spans) < len(chain) - int(plan.base_only):
+    spans, gap = _spans(chain, cutoff, plan.base_only)
+    if gap is not None:
+        result.damaged = gap
+        result.notes.append(gap)
+    elif len(spans) < len(chain) - int(plan.base_only):
         result.notes.append(f"generation {spans[-1].g.id} has commits after the requested "
                             "time: later generations of its chain were not applied")
     total = sum(k.last - k.first + 1 for s in spans for k, _ in s.batches)

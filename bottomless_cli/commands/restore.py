@@ -8,7 +8,7 @@ import click
 
 from bottomless_core.catalog import newest_generation
 from bottomless_core.dates import parse_utc_time
-from bottomless_core.errors import ConfigError
+from bottomless_core.errors import ConfigError, CorruptBackupError
 from bottomless_core.restore import RestoreResult, live_user
 from bottomless_core.restore import restore as restore_database
 
@@ -36,7 +36,8 @@ def run_restore(app: App, target: Path, generation: str | None, utc_time: str | 
 
 def print_notes(result: RestoreResult) -> None:
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        kind = "warning" if note == result.damaged else "note"
+        click.echo(f"{kind}: {note}", err=True)
 
 
 def describe(result: RestoreResult) -> str:
@@ -92,6 +93,8 @@ def restore(app: App, generation: str | None, utc_time: str | None, output: Path
             return
     live = live_user(target) if force and not verify_only else None
     result = run_restore(app, target, generation, utc_time, force, verify_only)
+    if verify_only and result.damaged:
+        raise CorruptBackupError(result.damaged.replace(": restored up to", ": a restore stops at"))
     print_notes(result)
     if live:
         click.echo(f"warning: replaced {target} while process {live} had it open; that "
