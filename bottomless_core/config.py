@@ -4,6 +4,7 @@
     bucket = "backups"
     interval = 1.0
     snapshot_interval = "24h"            # snapshot policy (docs/operations.md)
+    retention = "7d"                     # keep every point of the last 7 days restorable
 
     [[databases]]
     path = "/srv/app/app.db"             # relative paths are relative to this file
@@ -38,7 +39,7 @@ from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
 _KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
          "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",
-         "snapshot_max_chain", "snapshot_interval"}
+         "snapshot_max_chain", "snapshot_interval", "retention"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class DatabaseConfig:
     snapshot_wal_fraction: float = SNAPSHOT_WAL_FRACTION
     snapshot_max_chain: int = SNAPSHOT_MAX_CHAIN
     snapshot_interval: float = SNAPSHOT_INTERVAL
+    retention: float | None = None  # seconds; None keeps everything
 
     def replicate_options(self) -> ReplicateOptions:
         return ReplicateOptions(codec=self.codec, max_batch_frames=self.max_batch_frames)
@@ -64,7 +66,8 @@ class DatabaseConfig:
                              emergency_pages=self.emergency_pages,
                              snapshots=SnapshotPolicy(self.snapshot_wal_fraction,
                                                       self.snapshot_max_chain,
-                                                      self.snapshot_interval))
+                                                      self.snapshot_interval),
+                             retention=self.retention)
 
 
 def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[DatabaseConfig]:
@@ -107,6 +110,8 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                     merged.get("snapshot_max_chain", SNAPSHOT_MAX_CHAIN)),
                 snapshot_interval=_seconds(merged.get("snapshot_interval",
                                                       SNAPSHOT_INTERVAL)),
+                retention=(_seconds(merged["retention"]) if merged.get("retention")
+                           else None),
             ))
         except (ValueError, TypeError, ConfigError) as exc:
             raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from . import layout
@@ -28,6 +29,7 @@ from .capture import empty_capture
 from .catalog import FRAMES_METADATA, SHA256_METADATA
 from .database import ReadLock, wal_path
 from .replicator import ChainState, Replicator
+from .retention import plan_removal, remove_generations
 from .snapshot import write_snapshot
 from .tempfiles import discard
 from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE
@@ -44,6 +46,7 @@ HARD_MAX_CHAIN = 90  # deferred snapshots never let a chain near libSQL's restor
 WARN_FACTOR = 10  # warn when the WAL holds this many times checkpoint_pages (shipping is stuck)
 FIRST_BACKOFF = 1.0  # seconds before the first retry after a failed sync
 MAX_BACKOFF = 60.0  # cap of the exponential backoff while failures go on
+RETENTION_EVERY = 3600.0  # seconds between retention runs (and one shortly after start)
 STOP_SNAPSHOT_WAIT = 10.0  # at shutdown, how long an unfinished background snapshot may take
 
 # Snapshot policy: a generation gets a full snapshot (off the hot path) when one of these is
@@ -78,6 +81,8 @@ class FollowOptions:
     emergency_pages: int = EMERGENCY_PAGES
     max_backoff: float = MAX_BACKOFF
     snapshots: SnapshotPolicy = SnapshotPolicy()
+    retention: float | None = None  # seconds of history every point of which stays restorable
+    retention_every: float = RETENTION_EVERY
 
 
 @dataclass
@@ -96,6 +101,7 @@ class FollowerStatus:
     last_frame: int = 0
     wal_frames: int = 0
     checkpoints: int = 0
+    generations_removed: int = 0  # by retention
     last_success: float | None = None  # unix time of the last sync that shipped everything
     behind_since: float | None = None  # unix time since which committed frames wait to ship
     last_error: str | None = None
@@ -169,6 +175,7 @@ class Follower:
         self._warned = False
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
+        self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
 
     def run(self, stop: threading.Event) -> bool:
@@ -233,7 +240,28 @@ class Follower:
                 self._lock.renew()  # let the app's checkpoints reach what we have shipped
         except Exception as exc:
             log.warning("db=%s event=checkpoint_failed error=%r", status.db_name, str(exc))
+        self._retain()
         return True
+
+    def _retain(self) -> None:
+        """Remove the generations that no point of the retention window needs (the one that
+        covers the window's start, and every generation a kept one restores through, stay)."""
+        window = self.options.retention
+        if window is None or time.monotonic() < self._retention_due:
+            return
+        self._retention_due = time.monotonic() + self.options.retention_every
+        r = self.replicator
+        try:
+            since = datetime.fromtimestamp(time.time() - window, tz=UTC)
+            plan = plan_removal(r.storage, r.db_name, older_than=since)
+            if plan.remove:
+                done = remove_generations(r.storage, r.db_name, plan)
+                self.status.generations_removed += done.generations
+                log.info("db=%s event=retention removed=%d objects=%d kept=%d window_start=%s",
+                         r.db_name, done.generations, done.objects, len(plan.keep),
+                         since.isoformat())
+        except Exception as exc:  # tried again at the next retention run
+            log.warning("db=%s event=retention_failed error=%r", r.db_name, str(exc))
 
     def _checkpoint(self, wal_frames: int) -> None:
         if time.monotonic() < self._checkpoint_not_before:

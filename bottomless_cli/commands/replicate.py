@@ -78,6 +78,9 @@ compression_option = click.option(
               help="Daemon: ...or once this many generations in a row have none.")
 @click.option("--snapshot-interval", default="24h", show_default=True,
               help="Daemon: ...or once the last one is this old (e.g. 24h, 7d).")
+@click.option("--retention",
+              help="Daemon: every hour, remove the generations that no point of this window "
+                   "needs (e.g. 7d), so that restore --utc-time works for its whole length.")
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
 @click.option("--create-bucket", is_flag=True,
@@ -86,7 +89,7 @@ compression_option = click.option(
 def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
               max_batch_frames: int, interval: float, checkpoint_pages: int,
               snapshot_wal_fraction: float, snapshot_max_chain: int, snapshot_interval: str,
-              status_file: Path | None, create_bucket: bool) -> None:
+              retention: str | None, status_file: Path | None, create_bucket: bool) -> None:
     """Back up the database given with -d (or every database of --config).
 
     With --once: start a new generation (snapshot + metadata) when the bucket has none for
@@ -105,18 +108,20 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     Examples:
       bottomless-cli -d app.db replicate --once
       bottomless-cli -d app.db replicate --interval 1 --status-file /run/bottomless.json
+      bottomless-cli -d app.db replicate --retention 7d
       bottomless-cli replicate --config /etc/bottomless.toml
     """
     if config_file is not None and app.database is not None:
         raise ConfigError("give either -d/--database or --config, not both")
     snapshot_seconds = parse_duration(snapshot_interval).total_seconds()
+    window = parse_duration(retention).total_seconds() if retention else None
     if config_file is not None:
         defaults = {"endpoint": app.endpoint, "bucket": app.bucket,
                     "compression": compression.value, "interval": interval,
                     "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames,
                     "snapshot_wal_fraction": snapshot_wal_fraction,
                     "snapshot_max_chain": snapshot_max_chain,
-                    "snapshot_interval": snapshot_seconds}
+                    "snapshot_interval": snapshot_seconds, "retention": window}
         databases = load_config(config_file, defaults)
     else:
         databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
@@ -124,7 +129,7 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     max_batch_frames=max_batch_frames,
                                     snapshot_wal_fraction=snapshot_wal_fraction,
                                     snapshot_max_chain=snapshot_max_chain,
-                                    snapshot_interval=snapshot_seconds)]
+                                    snapshot_interval=snapshot_seconds, retention=window)]
     storages: dict[tuple[str | None, str], Storage] = {}
 
     def storage_for(db: DatabaseConfig) -> Storage:
