@@ -5,6 +5,7 @@
     interval = 1.0
     snapshot_interval = "24h"            # snapshot policy (docs/operations.md)
     retention = "7d"                     # keep every point of the last 7 days restorable
+    metrics_addr = "127.0.0.1:9090"      # Prometheus /metrics (top level only)
 
     [[databases]]
     path = "/srv/app/app.db"             # relative paths are relative to this file
@@ -39,7 +40,7 @@ from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
 _KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
          "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",
-         "snapshot_max_chain", "snapshot_interval", "retention"}
+         "snapshot_max_chain", "snapshot_interval", "retention", "metrics_addr"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DatabaseConfig:
     snapshot_max_chain: int = SNAPSHOT_MAX_CHAIN
     snapshot_interval: float = SNAPSHOT_INTERVAL
     retention: float | None = None  # seconds; None keeps everything
+    metrics_addr: str | None = None  # the daemon's /metrics (one for the whole process)
 
     def replicate_options(self) -> ReplicateOptions:
         return ReplicateOptions(codec=self.codec, max_batch_frames=self.max_batch_frames)
@@ -87,7 +89,7 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or "path" not in entry:
             raise ConfigError(f"{path}: [[databases]] entry {i} has no path")
-        _check_keys(path, f"[[databases]] entry {i}", entry, _KEYS)
+        _check_keys(path, f"[[databases]] entry {i}", entry, _KEYS - {"metrics_addr"})
         merged = {**(defaults or {}), **top, **entry}
         db_path = Path(merged["path"])
         if not db_path.is_absolute():
@@ -112,6 +114,8 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                                                       SNAPSHOT_INTERVAL)),
                 retention=(_seconds(merged["retention"]) if merged.get("retention")
                            else None),
+                metrics_addr=str(top["metrics_addr"]) if top.get("metrics_addr")
+                else (defaults or {}).get("metrics_addr"),
             ))
         except (ValueError, TypeError, ConfigError) as exc:
             raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None

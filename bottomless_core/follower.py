@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +97,7 @@ class FollowerStatus:
     snapshots: int = 0  # full snapshots uploaded (new generations and background ones)
     chain_depth: int = 0  # generations since the newest snapshot
     frames_shipped: int = 0
+    bytes_shipped: int = 0  # raw WAL bytes
     batches_shipped: int = 0
     last_frame: int = 0
     wal_frames: int = 0
@@ -106,6 +107,7 @@ class FollowerStatus:
     behind_since: float | None = None  # unix time since which committed frames wait to ship
     last_error: str | None = None
     consecutive_failures: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # failed polls by kind
 
     def lag_seconds(self, now: float | None = None) -> float:
         if self.behind_since is None:
@@ -215,6 +217,7 @@ class Follower:
         status.generations_started += int(result.new_generation)
         status.snapshots += int(result.new_generation and not result.snapshotless)
         status.frames_shipped += result.frames_shipped
+        status.bytes_shipped += result.bytes_shipped
         status.batches_shipped += result.batches_shipped
         status.last_frame = result.last_frame
         status.wal_frames = result.wal_frames
@@ -316,6 +319,8 @@ class Follower:
         status.state = "retrying"
         status.last_error = str(exc) or type(exc).__name__
         status.consecutive_failures += 1
+        kind = error_kind(exc)
+        status.errors[kind] = status.errors.get(kind, 0) + 1
         if status.behind_since is None:
             status.behind_since = started
         self._backoff = min(self.options.max_backoff,
@@ -337,6 +342,24 @@ class Follower:
             log.warning("db=%s event=wal_growing wal_frames=%d: frames cannot be shipped, so "
                         "the WAL cannot be checkpointed and keeps growing until shipping "
                         "works again", status.db_name, wal_frames)
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, stable label for metrics: storage, local, lease, corrupt, config, bug."""
+    from .errors import (
+        ConfigError,
+        CorruptBackupError,
+        LeaseHeldError,
+        LocalDatabaseError,
+        StorageError,
+    )
+
+    for cls, kind in ((StorageError, "storage"), (LocalDatabaseError, "local"),
+                      (LeaseHeldError, "lease"), (CorruptBackupError, "corrupt"),
+                      (ConfigError, "config"), (OSError, "local")):
+        if isinstance(exc, cls):
+            return kind
+    return "unexpected"
 
 
 def _wal_frames(replicator: Replicator) -> int:

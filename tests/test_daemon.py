@@ -360,3 +360,48 @@ def test_a_status_file_that_cannot_be_written_stops_nothing(run: Cli, tmp_path: 
     d.signal()
     assert d.wait() == 0, d.text()
     assert _restored_ids(run, tmp_path) == set(range(20))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_endpoint(run: Cli, tmp_path: Path, daemons: list[Daemon]) -> None:
+    import urllib.request
+
+    port = _free_port()
+    db, _, d = _daemon_on_new_db(run, tmp_path, daemons,
+                                 ("--metrics-addr", f"127.0.0.1:{port}"))
+    poll("daemon start", lambda: d.caught_up_after(0))
+    conn = open_wal_db(db)  # kept open: the frames stay in the WAL for the daemon to ship
+    insert_rows(conn, 200)
+    t = time.time()
+    poll("the rows to be shipped", lambda: d.caught_up_after(t))
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        values = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    m = scrape()
+    assert m['bottomless_wal_frames_shipped_total{database="app.db"}'] > 0
+    assert m['bottomless_wal_bytes_shipped_total{database="app.db"}'] > 0
+    assert m['bottomless_replication_lag_seconds{database="app.db"}'] == 0
+    assert m['bottomless_last_success_timestamp_seconds{database="app.db"}'] > t - 60
+    assert m['bottomless_snapshots_total{database="app.db"}'] >= 1
+    assert m['bottomless_replicating{database="app.db"}'] == 1
+    puts = [v for k, v in m.items()
+            if k.startswith("bottomless_s3_requests_total") and 'operation="PutObject"' in k]
+    assert puts and puts[0] > 0
+    assert any(k.startswith("bottomless_s3_sent_bytes_total") for k in m)
+    conn.close()
+    d.signal()
+    assert d.wait() == 0, d.text()

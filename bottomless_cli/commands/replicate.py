@@ -26,6 +26,7 @@ from bottomless_core.follower import (
     Follower,
     run_followers,
 )
+from bottomless_core.metrics import RequestStats, serve
 from bottomless_core.replicator import (
     BATCH_MAX_FRAMES,
     ReplicateResult,
@@ -83,13 +84,16 @@ compression_option = click.option(
                    "needs (e.g. 7d), so that restore --utc-time works for its whole length.")
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
+@click.option("--metrics-addr", metavar="HOST:PORT",
+              help="Daemon: serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--create-bucket", is_flag=True,
               help="Create the bucket if it does not exist (otherwise that is an error).")
 @pass_app
 def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
               max_batch_frames: int, interval: float, checkpoint_pages: int,
               snapshot_wal_fraction: float, snapshot_max_chain: int, snapshot_interval: str,
-              retention: str | None, status_file: Path | None, create_bucket: bool) -> None:
+              retention: str | None, status_file: Path | None, metrics_addr: str | None,
+              create_bucket: bool) -> None:
     """Back up the database given with -d (or every database of --config).
 
     With --once: start a new generation (snapshot + metadata) when the bucket has none for
@@ -121,7 +125,8 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                     "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames,
                     "snapshot_wal_fraction": snapshot_wal_fraction,
                     "snapshot_max_chain": snapshot_max_chain,
-                    "snapshot_interval": snapshot_seconds, "retention": window}
+                    "snapshot_interval": snapshot_seconds, "retention": window,
+                    "metrics_addr": metrics_addr}
         databases = load_config(config_file, defaults)
     else:
         databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
@@ -129,7 +134,8 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     max_batch_frames=max_batch_frames,
                                     snapshot_wal_fraction=snapshot_wal_fraction,
                                     snapshot_max_chain=snapshot_max_chain,
-                                    snapshot_interval=snapshot_seconds, retention=window)]
+                                    snapshot_interval=snapshot_seconds, retention=window,
+                                    metrics_addr=metrics_addr)]
     storages: dict[tuple[str | None, str], Storage] = {}
 
     def storage_for(db: DatabaseConfig) -> Storage:
@@ -204,6 +210,22 @@ def _follow(databases: list[DatabaseConfig], storage_for: Callable[[DatabaseConf
     followers = [Follower(Replicator(db.path, storage_for(db), db.db_name,
                                      db.replicate_options()), db.follow_options())
                  for db in databases]
+    addr = next((db.metrics_addr for db in databases if db.metrics_addr), None)
+    if addr:
+        requests = RequestStats()
+        seen: dict[int, object] = {}
+        for f in followers:
+            store = f.replicator.storage
+            client = getattr(store, "_client", None)  # the S3 store's boto3 client
+            if client is not None and id(store) not in seen:
+                seen[id(store)] = store
+                requests.attach(client, store.bucket)
+        try:
+            serve(addr, followers, requests)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--metrics-addr {addr}: cannot serve metrics there ({exc})") \
+                from None
+        log.info("event=metrics addr=%s", addr)
     stop = threading.Event()
     signals_seen = []
 
