@@ -13,8 +13,9 @@ from pathlib import Path
 from bench.common import fill, mb, now
 from bottomless_core.capture import capture_wal
 from bottomless_core.database import ReadLock, wal_path
-from bottomless_core.wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE, FrameChain, parse_wal_header
+from bottomless_core.wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE, parse_wal_header
 from bottomless_core.walsum import verify_chain
+from tests.wal_reference import FrameChain
 
 
 def verify_in_memory(data: bytes) -> dict[str, float]:

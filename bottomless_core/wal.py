@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import struct
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 WAL_HEADER_SIZE = 32
@@ -132,91 +131,6 @@ def encode_frame(page_no: int, db_size: int, page: bytes, header: WalHeader,
     ck = wal_checksum(head8, seed, header.big_endian)
     ck = wal_checksum(page, ck, header.big_endian)
     return head8 + struct.pack(">4I", header.salt1, header.salt2, *ck) + page, ck
-
-
-class FrameChain:
-    """Verifies frames one after another, the way SQLite's WAL recovery does.
-
-    A frame belongs to the chain when its salts equal the expected ones and its stored
-    checksum equals the running checksum over it. ``salts=None`` accepts the salts of the
-    first frame (restore knows only the checksum seed, not the WAL header). ``big_endian=None``
-    tries both byte orders on the first frame: the bucket does not record the WAL magic.
-    """
-
-    def __init__(self, page_size: int, seed: Checksum, salts: tuple[int, int] | None = None,
-                 big_endian: bool | None = None) -> None:
-        self.page_size = page_size
-        self.checksum = seed
-        self.salts = salts
-        self.big_endian = big_endian
-        self.frame_size = FRAME_HEADER_SIZE + page_size
-
-    def accept(self, frame: bytes | memoryview) -> tuple[int, int] | None:
-        """Return (page number, db size) if ``frame`` continues the chain, else None."""
-        if len(frame) < self.frame_size:
-            return None
-        pgno, db_size, s1, s2, c1, c2 = struct.unpack_from(">6I", frame)
-        if self.salts is not None and (s1, s2) != self.salts:
-            return None
-        orders = (self.big_endian,) if self.big_endian is not None else (False, True)
-        for order in orders:
-            ck = frame_checksum(frame, self.checksum, order, self.page_size)
-            if ck == (c1, c2):
-                self.checksum, self.big_endian, self.salts = ck, order, (s1, s2)
-                return pgno, db_size
-        return None
-
-
-@dataclass(frozen=True)
-class WalScan:
-    """The valid, committed part of a WAL: what SQLite's recovery would keep."""
-
-    header: WalHeader
-    frame_count: int  # number of frames up to and including the last valid commit frame
-    checksum: Checksum  # chain value after the last committed frame
-    db_size: int  # db size in pages at the last commit (0 when no commit)
-
-
-def committed_frames(data: bytes | memoryview, header: WalHeader | None = None,
-                     ) -> Iterator[tuple[int, memoryview]]:
-    """Yield (frame number, frame bytes) of every frame up to the last valid commit.
-
-    Stops at the first frame whose salts or checksum break the chain; frames after the last
-    commit frame before that point are not yielded (an unfinished transaction).
-    """
-    mv = memoryview(data)
-    if header is None:
-        header = parse_wal_header(bytes(mv[:WAL_HEADER_SIZE]))
-    chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
-    pending: list[tuple[int, memoryview]] = []
-    offset, frame_no = WAL_HEADER_SIZE, 0
-    while True:
-        frame = mv[offset:offset + chain.frame_size]
-        got = chain.accept(frame)
-        if got is None:
-            return
-        frame_no += 1
-        pending.append((frame_no, frame))
-        if got[1]:
-            yield from pending
-            pending.clear()
-        offset += chain.frame_size
-
-
-def scan_wal(data: bytes | memoryview) -> WalScan:
-    """Summarise a whole WAL image held in memory (tests and small tools)."""
-    header = parse_wal_header(bytes(data[:WAL_HEADER_SIZE]))
-    chain = FrameChain(header.page_size, header.checksum, header.salts, header.big_endian)
-    mv = memoryview(data)
-    count = size = 0
-    checksum = header.checksum
-    offset, n = WAL_HEADER_SIZE, 0
-    while (got := chain.accept(mv[offset:offset + chain.frame_size])) is not None:
-        n += 1
-        offset += chain.frame_size
-        if got[1]:
-            count, size, checksum = n, got[1], chain.checksum
-    return WalScan(header, count, checksum, size)
 
 
 # --- the wal-index (-shm) header ------------------------------------------------------------

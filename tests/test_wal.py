@@ -11,17 +11,16 @@ import pytest
 from bottomless_core.wal import (
     FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE,
-    FrameChain,
     WalFormatError,
-    committed_frames,
     encode_frame,
     make_wal_header,
     parse_frame,
     parse_wal_header,
-    scan_wal,
     wal_checksum,
 )
+from bottomless_core.walsum import committed_frames, scan_wal
 from tests.helpers import dump, insert_rows, open_wal_db
+from tests.wal_reference import FrameChain
 
 
 def _write_wal(tmp_path: Path, page_size: int = 4096, commits: int = 6) -> tuple[Path, list[int]]:

@@ -15,7 +15,6 @@ from bottomless_core.wal import (
     FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE,
     Checksum,
-    FrameChain,
     WalFormatError,
     encode_frame,
     frame_checksum,
@@ -24,6 +23,7 @@ from bottomless_core.wal import (
     wal_checksum,
 )
 from tests.helpers import insert_rows, open_wal_db
+from tests.wal_reference import FrameChain
 
 
 def reference_chain(frames: bytes | memoryview, page_size: int, seed: Checksum,
