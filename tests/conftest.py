@@ -21,6 +21,31 @@ def s3() -> Iterator[SeaweedServer]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _drop_new_buckets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remove the buckets a test created: SeaweedFS gives each bucket its own volumes, and a
+    server holding a few hundred buckets refuses writes (InternalError) once they run out."""
+    if "s3" not in request.fixturenames:
+        yield
+        return
+    s3: SeaweedServer = request.getfixturevalue("s3")
+    before = set(_bucket_names(s3))
+    yield
+    for name in set(_bucket_names(s3)) - before:
+        _drop_bucket(s3, name)
+
+
+def _bucket_names(s3: SeaweedServer) -> list[str]:
+    client = storage_for(s3, "unused")._client
+    return [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+
+
+def _drop_bucket(s3: SeaweedServer, name: str) -> None:
+    storage = storage_for(s3, name)
+    storage.delete_many(obj.key for obj in storage.list_objects(""))
+    storage._client.delete_bucket(Bucket=name)
+
+
 @pytest.fixture
 def bucket(s3: SeaweedServer) -> str:
     name = f"t-{secrets.token_hex(6)}"
