@@ -12,7 +12,8 @@ from rich.console import Console
 
 from bottomless_core.errors import ConfigError
 from bottomless_core.layout import parse_generation
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.objectstore import ObjectStore, open_store
+from bottomless_core.storage import Storage
 
 
 @dataclass
@@ -24,12 +25,14 @@ class App:
     debug: bool = False
     console: Console = field(default_factory=Console)
     err: Console = field(default_factory=lambda: Console(stderr=True))
-    _storage: Storage | None = None
+    _storage: ObjectStore | None = None
 
     @property
-    def storage(self) -> Storage:
+    def storage(self) -> ObjectStore:
+        """The bucket: a directory for a file: endpoint, else S3 (``Storage`` is looked up
+        here, when the store is first needed)."""
         if self._storage is None:
-            self._storage = Storage(StorageConfig.from_env(self.endpoint, self.bucket))
+            self._storage = open_store(self.endpoint, self.bucket, s3=Storage)
         return self._storage
 
     @property

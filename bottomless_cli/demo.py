@@ -1,21 +1,27 @@
 """The README's demo: a full round trip against a local S3 server that the demo starts itself.
 
-    python -m bottomless_cli.demo
+    python -m bottomless_cli.demo                  # against SeaweedFS
+    python -m bottomless_cli.demo --backend file   # against a directory (-e file:///...)
 
-Starts SeaweedFS on 127.0.0.1 (credentials enforced), writes an SQLite database, runs
-``bottomless-cli replicate --once``, deletes the database, ``restore``s it and compares.
+Starts SeaweedFS on 127.0.0.1 (credentials enforced), or uses a temporary directory as the
+bucket, writes an SQLite database, runs ``bottomless-cli replicate --once``, deletes the
+database, ``restore``s it and compares.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import shlex
 import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from bottomless_core.filestore import FileStore
 from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
 
@@ -36,12 +42,32 @@ def _counts(db: Path) -> dict[str, int]:
         conn.close()
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="bottomless-demo-") as tmp, SeaweedServer() as s3:
+@contextlib.contextmanager
+def _bucket(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """Create the bucket "demo"; yield the environment that points bottomless-cli at it."""
+    if backend == "file":
+        root = tmp / "backups"
+        FileStore(root, "demo").create_bucket()
+        print(f"bucket directory {root / 'demo'}")
+        yield {**os.environ, "LIBSQL_BOTTOMLESS_ENDPOINT": root.as_uri(),
+               "LIBSQL_BOTTOMLESS_BUCKET": "demo"}
+        return
+    with SeaweedServer() as s3:
         print(f"SeaweedFS S3 server on {s3.endpoint}")
         Storage(StorageConfig(s3.endpoint, "demo", "us-east-1", s3.access_key,
                               s3.secret_key)).create_bucket()
-        env = {**os.environ, **s3.env(), "LIBSQL_BOTTOMLESS_BUCKET": "demo"}
+        yield {**os.environ, **s3.env(), "LIBSQL_BOTTOMLESS_BUCKET": "demo"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bottomless_cli.demo",
+                                     description="A backup and restore round trip.")
+    parser.add_argument("--backend", choices=("s3", "file"), default="s3",
+                        help="s3: a local SeaweedFS server (default); file: a temporary "
+                             "directory (-e file:///...)")
+    args = parser.parse_args(argv)
+    with (tempfile.TemporaryDirectory(prefix="bottomless-demo-") as tmp,
+          _bucket(args.backend, Path(tmp)) as env):
         db = Path(tmp) / "app.db"
         conn = sqlite3.connect(db, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")

@@ -52,7 +52,9 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-e", "--endpoint", envvar="LIBSQL_BOTTOMLESS_ENDPOINT", default=DEFAULT_ENDPOINT,
-              show_default=True, show_envvar=True, help="S3 endpoint URL.")
+              show_default=True, show_envvar=True,
+              help="S3 endpoint URL, or file:///DIR to keep the bucket as the directory "
+                   "DIR/BUCKET.")
 @click.option("-b", "--bucket", envvar="LIBSQL_BOTTOMLESS_BUCKET", default=DEFAULT_BUCKET,
               show_default=True, show_envvar=True, help="Bucket holding the backups.")
 @click.option("-d", "--database", type=click.Path(path_type=Path, dir_okay=False),

@@ -11,7 +11,7 @@ from . import layout
 from .codec import Codec
 from .errors import CorruptBackupError, NotFoundError
 from .layout import BatchKey, Meta
-from .storage import ObjectInfo, Storage
+from .objectstore import ObjectInfo, ObjectStore
 
 SHA256_METADATA = "sha256"  # user metadata on snapshots we write: digest of the raw image
 FRAMES_METADATA = "wal-frames"  # on snapshots: WAL frames of the generation folded into it
@@ -20,7 +20,7 @@ PARENT_CHECKSUM_METADATA = "parent-checksum"  # parent's last frame and chain va
 BASE_METADATA = "base"  # on .dep of a generation that starts from its own snapshot: "snapshot"
 
 
-def list_generations(storage: Storage, db_name: str) -> Iterator[uuid.UUID]:
+def list_generations(storage: ObjectStore, db_name: str) -> Iterator[uuid.UUID]:
     """Generation ids of ``db_name``, newest first: one listing entry per generation."""
     for prefix in storage.list_prefixes(layout.generations_prefix(db_name)):
         gen = layout.generation_from_prefix(db_name, prefix)
@@ -28,7 +28,7 @@ def list_generations(storage: Storage, db_name: str) -> Iterator[uuid.UUID]:
             yield gen
 
 
-def newest_generation(storage: Storage, db_name: str) -> uuid.UUID | None:
+def newest_generation(storage: ObjectStore, db_name: str) -> uuid.UUID | None:
     return next(list_generations(storage, db_name), None)
 
 
@@ -48,7 +48,7 @@ class GenerationSummary:
         return layout.generation_time(self.id)
 
 
-def bucket_index(storage: Storage, db_name: str) -> list[GenerationSummary]:
+def bucket_index(storage: ObjectStore, db_name: str) -> list[GenerationSummary]:
     """Every generation of ``db_name`` and its object keys, newest first, from one listing
     of the database's objects (1,000 keys a request) instead of one listing per generation."""
     found: dict[uuid.UUID, GenerationSummary] = {}
@@ -75,7 +75,7 @@ def is_dead(tombstone: int | None, gen: uuid.UUID) -> bool:
     return tombstone is not None and int(layout.generation_time(gen).timestamp()) <= tombstone
 
 
-def read_tombstone(storage: Storage, db_name: str) -> int | None:
+def read_tombstone(storage: ObjectStore, db_name: str) -> int | None:
     """Unix seconds at or before which every generation counts as deleted, if any."""
     data = storage.get_optional(layout.tombstone_key(db_name))
     if data is None:
@@ -135,7 +135,7 @@ class Generation:
         return layout.object_key(self.db_name, self.id, name)
 
 
-def describe_generation(storage: Storage, db_name: str, gen: uuid.UUID,
+def describe_generation(storage: ObjectStore, db_name: str, gen: uuid.UUID,
                         read_metadata: bool = True, change_counter: bool = True) -> Generation:
     """List a generation's objects; with ``read_metadata`` also fetch .meta, .dep (and
     .changecounter unless ``change_counter`` is False).
@@ -165,7 +165,7 @@ def describe_generation(storage: Storage, db_name: str, gen: uuid.UUID,
     return g
 
 
-def _read_small_objects(storage: Storage, g: Generation, names: set[str],
+def _read_small_objects(storage: ObjectStore, g: Generation, names: set[str],
                         change_counter: bool) -> None:
     key = ""
     try:
@@ -191,7 +191,7 @@ def _read_small_objects(storage: Storage, g: Generation, names: set[str],
         g.change_counter = storage.get_optional(g.key(layout.CHANGE_COUNTER))
 
 
-def chain_depth(storage: Storage, db_name: str, g: Generation,
+def chain_depth(storage: ObjectStore, db_name: str, g: Generation,
                 cache: dict[uuid.UUID, Generation] | None = None, limit: int = 100,
                 ) -> int | None:
     """How many parents a restore of ``g`` goes through to reach a snapshot (0: it has its

@@ -1,6 +1,7 @@
 """``replicate --config bottomless.toml``: several databases, each with its own options.
 
     endpoint = "http://127.0.0.1:9000"   # top-level keys are defaults for every database
+                                         # (or "file:///var/backups/bottomless": a directory)
     bucket = "backups"
     interval = 1.0
     snapshot_interval = "24h"            # snapshot policy (docs/operations.md)
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from .follower import (
     FollowOptions,
     SnapshotPolicy,
 )
+from .objectstore import FILE_SCHEME, file_root
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
 from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 
@@ -98,7 +101,8 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
             out.append(DatabaseConfig(
                 path=db_path,
                 db_name=str(merged.get("db_name") or db_path.name),
-                endpoint=merged.get("endpoint") or None,
+                endpoint=_endpoint(merged.get("endpoint") or None, path.parent,
+                                   "endpoint" in entry or "endpoint" in top),
                 bucket=str(merged.get("bucket", DEFAULT_BUCKET)),
                 codec=Codec.parse(str(merged.get("compression", "zstd"))),
                 interval=_positive(merged.get("interval", INTERVAL), float),
@@ -123,6 +127,18 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two databases share the same bucket and db_name")
     return out
+
+
+def _endpoint(value: str | None, base: Path, from_file: bool) -> str | None:
+    """A relative ``file:DIR`` endpoint written in the config file is relative to the file,
+    like database paths (one given with -e stays relative to the working directory)."""
+    if not from_file or value is None:
+        return value
+    root = file_root(str(value))
+    rel = str(value)[len(FILE_SCHEME):]
+    if root is None or rel.startswith("/"):
+        return value
+    return (base / urllib.parse.unquote(rel)).absolute().as_uri()
 
 
 def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:

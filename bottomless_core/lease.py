@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LeaseHeldError, PreconditionFailedError, StorageError
-from .storage import Storage
+from .objectstore import ObjectStore
 
 log = logging.getLogger("bottomless.lease")
 
@@ -66,7 +66,7 @@ class LeaseRecord:
 class Lease:
     """The lease of one database name, held by this process while it replicates."""
 
-    def __init__(self, storage: Storage, db_name: str, identity: str,
+    def __init__(self, storage: ObjectStore, db_name: str, identity: str,
                  ttl: float = LEASE_TTL, renew_every: float = LEASE_RENEW,
                  clock: Callable[[], float] = time.time) -> None:
         self.storage = storage

@@ -53,8 +53,8 @@ from .errors import (
     RestoreRefusedError,
 )
 from .layout import BatchKey
+from .objectstore import ObjectInfo, ObjectStore
 from .progress import NoProgress, Progress
-from .storage import ObjectInfo, Storage
 from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
@@ -94,7 +94,7 @@ class RestorePlan:
         return self.chain[-1]
 
 
-def plan_restore(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
+def plan_restore(storage: ObjectStore, db_name: str, generation: uuid.UUID | None = None,
                  utc_time: datetime | None = None) -> RestorePlan:
     """The generation to restore and the chain it restores through.
 
@@ -137,7 +137,7 @@ def plan_restore(storage: Storage, db_name: str, generation: uuid.UUID | None = 
     raise NotFoundError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
 
 
-def choose_generation(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
+def choose_generation(storage: ObjectStore, db_name: str, generation: uuid.UUID | None = None,
                       utc_time: datetime | None = None) -> uuid.UUID:
     """The id of the generation ``restore`` would use."""
     return plan_restore(storage, db_name, generation, utc_time).generation.id
@@ -148,7 +148,7 @@ class _Describer:
     older generations of the listing, so their descriptions are fetched several at a time
     (a chain of 30 generations is then a few round trips, not 90)."""
 
-    def __init__(self, storage: Storage, db_name: str, order: list[uuid.UUID]) -> None:
+    def __init__(self, storage: ObjectStore, db_name: str, order: list[uuid.UUID]) -> None:
         self.storage, self.db_name, self.order = storage, db_name, order
         self.position = {gen: i for i, gen in enumerate(order)}
         self.pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="restore-describe")
@@ -173,7 +173,7 @@ class _Describer:
         self.pool.shutdown(wait=False)
 
 
-def _chain(storage: Storage, db_name: str, g: Generation, notes: list[str],
+def _chain(storage: ObjectStore, db_name: str, g: Generation, notes: list[str],
            order: list[uuid.UUID]) -> list[Generation]:
     """``g`` and, if it has no snapshot, its ancestors up to one that has (oldest first)."""
     describer = _Describer(storage, db_name, order)
@@ -215,7 +215,7 @@ def _walk_chain(describer: _Describer, db_name: str, g: Generation,
     return list(reversed(chain))
 
 
-def restore(storage: Storage, db_name: str, target: Path, *,
+def restore(storage: ObjectStore, db_name: str, target: Path, *,
             generation: uuid.UUID | None = None, utc_time: datetime | None = None,
             force: bool = False, verify_only: bool = False, base_only: bool = False,
             progress: Progress | None = None) -> RestoreResult:
@@ -257,7 +257,7 @@ def _real_target(target: Path) -> Path:
     return resolve_db_path(target) if target.is_symlink() else target
 
 
-def _restore_into(storage: Storage, plan: RestorePlan, tmp: Path, fd: int, target: Path,
+def _restore_into(storage: ObjectStore, plan: RestorePlan, tmp: Path, fd: int, target: Path,
                   utc_time: datetime | None, result: RestoreResult, force: bool,
                   verify_only: bool, progress: Progress) -> RestoreResult:
     """Build the database in ``tmp``, check it, then swap it in (unless verify_only)."""
@@ -324,7 +324,7 @@ def _copy_ownership(target: Path, tmp: Path) -> None:
         os.chown(tmp, st.st_uid, st.st_gid)
 
 
-def _download_snapshot(storage: Storage, g: Generation, out: IO[bytes],
+def _download_snapshot(storage: ObjectStore, g: Generation, out: IO[bytes],
                        progress: Progress) -> None:
     """Stream the snapshot into ``out``, decompressing in bounded pieces, and check its
     SHA-256 when the writer recorded one (ours do)."""
@@ -423,7 +423,7 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
     return spans, gap
 
 
-def _replay(storage: Storage, plan: RestorePlan, out: IO[bytes],
+def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
             utc_time: datetime | None, result: RestoreResult, progress: Progress) -> None:
     """Apply every generation's batches in order: whole transactions only, checksums
     verified, each page written once per group of committed frames."""
@@ -627,7 +627,7 @@ class _Verifier:
                 f"{self.chain[1]:08x}, expected {span.expect[0]:08x}-{span.expect[1]:08x})")
 
 
-def _prefetch(storage: Storage, objects: list[ObjectInfo]) -> Iterator[bytes]:
+def _prefetch(storage: ObjectStore, objects: list[ObjectInfo]) -> Iterator[bytes]:
     """The objects' bodies in order, with up to PREFETCH downloads (and PREFETCH_BYTES of
     them) in flight: a daemon's generation can hold thousands of small batches."""
     with ThreadPoolExecutor(PREFETCH, thread_name_prefix="restore-get") as pool:
@@ -651,7 +651,7 @@ def _prefetch(storage: Storage, objects: list[ObjectInfo]) -> Iterator[bytes]:
                 f.cancel()
 
 
-def _get(storage: Storage, key: str) -> bytes:
+def _get(storage: ObjectStore, key: str) -> bytes:
     try:
         return storage.get(key)
     except NotFoundError:
@@ -667,7 +667,7 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def materialize_snapshot(storage: Storage, db_name: str, generation: uuid.UUID | None,
+def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UUID | None,
                          codec: Codec, workdir: Path,
                          progress: Progress | None = None) -> tuple[uuid.UUID, int | None]:
     """Give a snapshot-less generation (default: the newest) a snapshot of its own: rebuild

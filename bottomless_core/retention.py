@@ -19,8 +19,8 @@ from datetime import datetime
 from . import layout
 from .catalog import GenerationSummary, bucket_index, is_dead, read_tombstone
 from .errors import CorruptBackupError, NotFoundError
+from .objectstore import ObjectStore
 from .progress import NoProgress, Progress
-from .storage import Storage
 
 log = logging.getLogger("bottomless.retention")
 
@@ -41,7 +41,7 @@ class RemovalResult:
     objects: int = 0
 
 
-def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = None,
+def plan_removal(storage: ObjectStore, db_name: str, generation: uuid.UUID | None = None,
                  older_than: datetime | None = None, keep_last: int | None = None,
                  ) -> RemovalPlan:
     """Which generations ``rm -g`` / ``rm --older-than`` / ``rm --keep-last`` may delete, and
@@ -69,7 +69,7 @@ def plan_removal(storage: Storage, db_name: str, generation: uuid.UUID | None = 
     return plan
 
 
-def _aged_out(storage: Storage, db_name: str, index: list[GenerationSummary],
+def _aged_out(storage: ObjectStore, db_name: str, index: list[GenerationSummary],
               older_than: datetime | None, keep_last: int | None,
               plan: RemovalPlan) -> list[uuid.UUID]:
     """Generations past the date / count, newest first, less those that must stay."""
@@ -98,7 +98,7 @@ def _aged_out(storage: Storage, db_name: str, index: list[GenerationSummary],
     return candidates
 
 
-def _keep_dependencies(storage: Storage, db_name: str, index: list[GenerationSummary],
+def _keep_dependencies(storage: ObjectStore, db_name: str, index: list[GenerationSummary],
                        doomed: set[uuid.UUID], plan: RemovalPlan) -> None:
     """Keep every candidate that a staying, snapshot-less generation restores through."""
     oldest = max(layout.generation_millis(g) for g in doomed)
@@ -134,7 +134,7 @@ def _keep_dependencies(storage: Storage, db_name: str, index: list[GenerationSum
             depth += 1
 
 
-def _tombstone(storage: Storage, db_name: str, index: list[GenerationSummary],
+def _tombstone(storage: ObjectStore, db_name: str, index: list[GenerationSummary],
                removed: set[uuid.UUID]) -> int | None:
     """A time that covers as many removed generations as possible and no staying one."""
     existing = read_tombstone(storage, db_name)
@@ -149,7 +149,7 @@ def _tombstone(storage: Storage, db_name: str, index: list[GenerationSummary],
     return tomb
 
 
-def remove_generations(storage: Storage, db_name: str, plan: RemovalPlan,
+def remove_generations(storage: ObjectStore, db_name: str, plan: RemovalPlan,
                        progress: Progress | None = None) -> RemovalResult:
     """Carry out a plan: tombstone first, then for each generation (newest first) its
     ``.meta`` (from then on it is incomplete, never restored as a whole), then everything else

@@ -1,4 +1,4 @@
-"""The one place that talks to S3: a narrow interface over boto3 with clear errors.
+"""The one place that talks to S3: the boto3 implementation of ``objectstore.ObjectStore``.
 
 Everything above this module deals in keys and bytes; every boto/botocore failure leaves it as
 a StorageError (or NotFoundError) with one readable line that never carries a secret.
@@ -25,6 +25,9 @@ from .errors import (
     PreconditionFailedError,
     StorageError,
 )
+from .objectstore import ObjectInfo
+
+__all__ = ["DEFAULT_BUCKET", "DEFAULT_ENDPOINT", "ObjectInfo", "Storage", "StorageConfig"]
 
 DEFAULT_ENDPOINT = "http://localhost:9000"
 DEFAULT_BUCKET = "bottomless"
@@ -99,16 +102,8 @@ class _Body:
             return bytes(self._body.read(None if size < 0 else size))
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    last_modified: datetime | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
 class Storage:
-    """list / get / put / delete over one bucket."""
+    """list / get / put / delete over one S3 bucket (an ``ObjectStore``)."""
 
     def __init__(self, config: StorageConfig) -> None:
         self.config = config

@@ -27,13 +27,13 @@ from bottomless_core.follower import (
     run_followers,
 )
 from bottomless_core.metrics import RequestStats, serve
+from bottomless_core.objectstore import ObjectStore, open_store
 from bottomless_core.replicator import (
     BATCH_MAX_FRAMES,
     ReplicateResult,
     Replicator,
     replicate_once,
 )
-from bottomless_core.storage import Storage, StorageConfig
 from bottomless_core.tempfiles import remove_all_owned, remove_stale
 
 from ..context import App, pass_app
@@ -136,12 +136,12 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     snapshot_max_chain=snapshot_max_chain,
                                     snapshot_interval=snapshot_seconds, retention=window,
                                     metrics_addr=metrics_addr)]
-    storages: dict[tuple[str | None, str], Storage] = {}
+    storages: dict[tuple[str | None, str], ObjectStore] = {}
 
-    def storage_for(db: DatabaseConfig) -> Storage:
+    def storage_for(db: DatabaseConfig) -> ObjectStore:
         key = (db.endpoint, db.bucket)
         if key not in storages:
-            storages[key] = Storage(StorageConfig.from_env(db.endpoint, db.bucket))
+            storages[key] = open_store(db.endpoint, db.bucket)
             if create_bucket:
                 storages[key].ensure_bucket()
         return storages[key]
@@ -153,7 +153,7 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
 
 
 def _once(app: App, databases: list[DatabaseConfig],
-          storage_for: Callable[[DatabaseConfig], Storage]) -> None:
+          storage_for: Callable[[DatabaseConfig], ObjectStore]) -> None:
     """Each database in turn; one that fails does not keep the others from being backed up."""
     failed: list[str] = []
     for db in databases:
@@ -187,7 +187,7 @@ def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
 
 
 def _daemon(app: App, databases: list[DatabaseConfig],
-            storage_for: Callable[[DatabaseConfig], Storage], status_file: Path | None) -> None:
+            storage_for: Callable[[DatabaseConfig], ObjectStore], status_file: Path | None) -> None:
     setup_daemon_logging(app.debug)
     for db in databases:  # fail fast on what retrying cannot fix
         read_db_header(db.path)
@@ -205,7 +205,7 @@ def _daemon(app: App, databases: list[DatabaseConfig],
             lock.release()
 
 
-def _follow(databases: list[DatabaseConfig], storage_for: Callable[[DatabaseConfig], Storage],
+def _follow(databases: list[DatabaseConfig], storage_for: Callable[[DatabaseConfig], ObjectStore],
             status_file: Path | None) -> None:
     followers = [Follower(Replicator(db.path, storage_for(db), db.db_name,
                                      db.replicate_options()), db.follow_options())
