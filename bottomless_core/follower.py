@@ -179,6 +179,8 @@ class Follower:
         self._job: SnapshotJob | None = None
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
+        replicator.on_behind = self._behind
+        self._poll_started = 0.0
 
     def run(self, stop: threading.Event) -> bool:
         """Replicate until ``stop`` is set, then ship what is committed. True if the final
@@ -205,7 +207,7 @@ class Follower:
     def step(self, final: bool = False) -> bool:
         """One poll: ship new frames, maybe checkpoint. Never raises (but on BaseException)."""
         status = self.status
-        started = time.time()
+        started = self._poll_started = time.time()
         try:
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
@@ -301,6 +303,12 @@ class Follower:
             self._job = SnapshotJob(r, outcome.pinned, outcome.child, self._stop)
             self._job.start()
         r.ship_tail()  # a failure is retried by the next sync, before anything else
+
+    def _behind(self) -> None:
+        """A sync found committed frames to ship: the lag counts from this poll's start, so
+        that a long ship shows in the status while it runs."""
+        if self.status.behind_since is None:
+            self.status.behind_since = self._poll_started
 
     def _child_created(self, child: uuid.UUID) -> None:
         if self._job is not None and self._job.child == child:

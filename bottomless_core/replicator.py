@@ -43,9 +43,9 @@ from .dbheader import DbHeader
 from .errors import LocalDatabaseError, NotFoundError, StorageError
 from .layout import BatchKey, Meta
 from .lease import Lease, writer_identity
+from .objectstore import ObjectInfo, ObjectStore
 from .progress import NoProgress, Progress
 from .snapshot import SnapshotFile, write_snapshot
-from .storage import ObjectInfo, Storage
 from .tempfiles import discard
 from .wal import Checksum
 
@@ -137,7 +137,7 @@ class Replicator:
     """Ships one database. Remembers what the bucket holds between calls to ``sync``, so a
     daemon polls the WAL without listing the bucket every second."""
 
-    def __init__(self, db_path: Path, storage: Storage, db_name: str | None = None,
+    def __init__(self, db_path: Path, storage: ObjectStore, db_name: str | None = None,
                  options: ReplicateOptions | None = None, identity: str | None = None) -> None:
         self.db_path = resolve_db_path(db_path)
         self.storage = storage
@@ -157,6 +157,7 @@ class Replicator:
         self._pending_continuity: Continuity | None = None
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
         self.db_bytes = 0  # size of the database at the last commit seen (WAL included)
+        self.on_behind: Callable[[], None] | None = None  # committed frames found, shipping
 
     # --- sync ---------------------------------------------------------------------------------
 
@@ -203,6 +204,8 @@ class Replicator:
                 if capture.db_size and capture.header is not None:
                     self.db_bytes = capture.db_size * capture.header.page_size
                 if decision.action != "wait":
+                    if capture.new_frames > 0 and self.on_behind is not None:
+                        self.on_behind()
                     shipped = self._continue(capture, db_header, stamp, result, progress)
                     newest = self.newest
                     if shipped and newest is not None and not self._still_there(newest,
@@ -282,13 +285,20 @@ class Replicator:
         if not newest.complete:
             return _Decision("new", f"generation {newest.id} is incomplete (no .meta)")
         last = newest.last_frame
-        if last and newest.contiguous_frame != last:
-            return _Decision("new", f"generation {newest.id} has a gap in its WAL batches")
         meta = newest.meta
         assert meta is not None
-        if (header is not None and meta.page_size == page_size
-                and meta.checksum == header.checksum and header.page_size == page_size
-                and capture.frame_count >= last):
+        continues = (header is not None and meta.page_size == page_size
+                     and meta.checksum == header.checksum and header.page_size == page_size
+                     and capture.frame_count >= last)
+        if last and newest.contiguous_frame != last:
+            # A ship cut short (batches go up side by side) left a hole. While the local WAL
+            # still holds those frames, shipping on from the hole fills it (the batches after
+            # it are repeats that restore checks and skips); otherwise they can never be used.
+            if continues:
+                return _Decision("continue", f"refills a gap in generation {newest.id}")
+            self._drop_orphans(newest)
+            return _Decision("new", f"generation {newest.id} has a gap in its WAL batches")
+        if continues:
             return _Decision("continue", "local WAL continues the newest generation")
         # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
         # snapshot, the current WAL (whatever its salts) applies on top of it.
@@ -302,6 +312,17 @@ class Replicator:
             return _Decision("new", "page size changed")
         return _Decision("new", f"local WAL has {capture.frame_count} committed frames, "
                                 f"bucket has {last}")
+
+    def _drop_orphans(self, g: Generation) -> None:
+        """Batches after a gap that cannot be refilled: no restore can use them, and they
+        would make listings claim frames the generation does not have. We hold the lease."""
+        reached = g.contiguous_frame
+        orphans = [info.key for key, info in g.batches if key.first > reached + 1]
+        if orphans:
+            log.warning("db=%s event=orphans_removed generation=%s batches=%d after_frame=%d",
+                        self.db_name, g.id, len(orphans), reached)
+            self.storage.delete_many(orphans)
+            g.batches = [(k, i) for k, i in g.batches if k.first <= reached + 1]
 
     def _still_there(self, g: Generation, shipped: list[str]) -> bool:
         """After shipping into a generation this sync did not create: is it still there?
@@ -616,7 +637,7 @@ class Replicator:
         self.lease.release()
 
 
-def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
+def replicate_once(db_path: Path, storage: ObjectStore, db_name: str | None = None,
                    options: ReplicateOptions | None = None,
                    progress: Progress | None = None) -> ReplicateResult:
     """Ship everything committed locally that the bucket does not have yet (cron mode).
@@ -647,7 +668,7 @@ def replicate_once(db_path: Path, storage: Storage, db_name: str | None = None,
 ONCE_LOCK_WAIT = 10.0  # seconds a --once run waits for another replicator of the same file
 
 
-def _load_newest(storage: Storage, db_name: str) -> Generation | None:
+def _load_newest(storage: ObjectStore, db_name: str) -> Generation | None:
     gen = newest_generation(storage, db_name)
     if gen is None:
         return None
@@ -660,7 +681,7 @@ def _load_newest(storage: Storage, db_name: str) -> Generation | None:
     return g
 
 
-def _chain_state(storage: Storage, db_name: str, newest: Generation) -> ChainState:
+def _chain_state(storage: ObjectStore, db_name: str, newest: Generation) -> ChainState:
     """Generations and WAL bytes from the newest snapshot up to ``newest``."""
     state = ChainState(0, 0, newest.created.timestamp())
     g: Generation | None = newest

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from bottomless_core import catalog, layout
 from bottomless_core.codec import decompress
+from bottomless_core.replicator import ReplicateOptions
+from bottomless_core.restore import restore
 from bottomless_core.storage import Storage
 from tests.chains import T0, Driver, iso
 from tests.conftest import Cli
@@ -96,3 +98,34 @@ def test_snapshot_alone_is_the_state_at_the_capture(run: Cli, tmp_path: Path,
     assert len(notes) == 1 and notes[0].startswith("note: ") and str(gen) in notes[0], \
         res.stderr
     assert integrity(out) == "ok" and dump(out) == expected
+
+
+def test_a_gap_left_by_a_cut_ship_is_refilled_from_the_wal(tmp_path: Path,
+                                                           storage: Storage) -> None:
+    """Batches go up side by side, so a ship cut short can leave batch k missing and k+1
+    stored. While the local WAL still holds those frames, the next run ships on from the gap
+    in the same generation; the stored batch after it becomes a checked repeat."""
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 20)
+    d = Driver(db, storage)
+    d.replicator.options = ReplicateOptions(max_batch_frames=4, clock=lambda: d.now)
+    d.at(0).sync()
+    insert_rows(conn, 200, start=1000, size=2000)
+    d.at(10).sync()
+    g = catalog.describe_generation(storage, "app.db", d.replicator.newest.id)
+    assert len(g.batches) > 4
+    lost = g.batches[2][1].key  # as if its upload never finished
+    storage.delete_many([lost])
+    d.close()
+    d = Driver(db, storage)
+    result = d.at(20).sync()
+    d.close()
+    assert "refills a gap" in result.reason and result.generation == g.id
+    again = catalog.describe_generation(storage, "app.db", g.id)
+    assert again.contiguous_frame == again.last_frame
+    out = tmp_path / "r.db"
+    done = restore(storage, "app.db", out)
+    assert done.damaged is None
+    assert dump(out) == dump_conn(conn)
+    conn.close()
