@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import signal
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from bottomless_core.codec import Codec
 from bottomless_core.config import DatabaseConfig, load_config
-from bottomless_core.database import ReplicatorLock, read_db_header, resolve_db_path
+from bottomless_core.daemon import StoreFor, run_daemon, store_opener
 from bottomless_core.dates import parse_duration
 from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.follower import (
@@ -23,26 +16,12 @@ from bottomless_core.follower import (
     INTERVAL,
     SNAPSHOT_MAX_CHAIN,
     SNAPSHOT_WAL_FRACTION,
-    Follower,
-    run_followers,
 )
-from bottomless_core.metrics import RequestStats, serve
-from bottomless_core.objectstore import ObjectStore, open_store
-from bottomless_core.replicator import (
-    BATCH_MAX_FRAMES,
-    ReplicateResult,
-    Replicator,
-    replicate_once,
-)
-from bottomless_core.tempfiles import remove_all_owned, remove_stale
+from bottomless_core.replicator import BATCH_MAX_FRAMES, ReplicateResult, replicate_once
 
 from ..context import App, pass_app
-from ..logs import setup_daemon_logging, summary_line
+from ..logs import setup_daemon_logging
 from ..progress import progress_for
-
-log = logging.getLogger("bottomless.cli")
-SUMMARY_EVERY = 60.0  # seconds between status summary log lines
-DAEMON_LOCK_WAIT = 30.0  # seconds the daemon waits for a --once run of the same file to end
 
 
 def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
@@ -136,30 +115,21 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     snapshot_max_chain=snapshot_max_chain,
                                     snapshot_interval=snapshot_seconds, retention=window,
                                     metrics_addr=metrics_addr)]
-    storages: dict[tuple[str | None, str], ObjectStore] = {}
-
-    def storage_for(db: DatabaseConfig) -> ObjectStore:
-        key = (db.endpoint, db.bucket)
-        if key not in storages:
-            storages[key] = open_store(db.endpoint, db.bucket)
-            if create_bucket:
-                storages[key].ensure_bucket()
-        return storages[key]
-
+    store_for = store_opener(create_bucket)
     if once:
-        _once(app, databases, storage_for)
+        _once(app, databases, store_for)
         return
-    _daemon(app, databases, storage_for, status_file)
+    setup_daemon_logging(app.debug)
+    run_daemon(databases, store_for, status_file)
 
 
-def _once(app: App, databases: list[DatabaseConfig],
-          storage_for: Callable[[DatabaseConfig], ObjectStore]) -> None:
+def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> None:
     """Each database in turn; one that fails does not keep the others from being backed up."""
     failed: list[str] = []
     for db in databases:
         try:
             with progress_for(app.err, app.interactive) as progress:
-                result = replicate_once(db.path, storage_for(db), db.db_name,
+                result = replicate_once(db.path, store_for(db), db.db_name,
                                         db.replicate_options(), progress)
         except BottomlessError as exc:
             if len(databases) == 1:
@@ -184,96 +154,3 @@ def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
         return (f"{who}generation {result.generation}: shipped {result.frames_shipped} frames "
                 f"in {result.batches_shipped} batches (up to frame {result.last_frame})")
     return f"{who}generation {result.generation}: up to date (frame {result.last_frame})"
-
-
-def _daemon(app: App, databases: list[DatabaseConfig],
-            storage_for: Callable[[DatabaseConfig], ObjectStore], status_file: Path | None) -> None:
-    setup_daemon_logging(app.debug)
-    for db in databases:  # fail fast on what retrying cannot fix
-        read_db_header(db.path)
-        storage_for(db).check_bucket()
-    locks = [ReplicatorLock(db.path) for db in databases]
-    try:
-        for lock in locks:
-            lock.acquire(wait=DAEMON_LOCK_WAIT)
-        for db in databases:
-            for stale in remove_stale(resolve_db_path(db.path)):
-                log.info("event=removed_stale_file path=%s", stale)
-        _follow(databases, storage_for, status_file)
-    finally:
-        for lock in locks:
-            lock.release()
-
-
-def _follow(databases: list[DatabaseConfig], storage_for: Callable[[DatabaseConfig], ObjectStore],
-            status_file: Path | None) -> None:
-    followers = [Follower(Replicator(db.path, storage_for(db), db.db_name,
-                                     db.replicate_options()), db.follow_options())
-                 for db in databases]
-    addr = next((db.metrics_addr for db in databases if db.metrics_addr), None)
-    if addr:
-        requests = RequestStats()
-        seen: dict[int, object] = {}
-        for f in followers:
-            store = f.replicator.storage
-            client = getattr(store, "_client", None)  # the S3 store's boto3 client
-            if client is not None and id(store) not in seen:
-                seen[id(store)] = store
-                requests.attach(client, store.bucket)
-        try:
-            serve(addr, followers, requests)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--metrics-addr {addr}: cannot serve metrics there ({exc})") \
-                from None
-        log.info("event=metrics addr=%s", addr)
-    stop = threading.Event()
-    signals_seen = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        signals_seen.append(signum)
-        if len(signals_seen) > 1:
-            remove_all_owned()
-            os.write(2, b"error: second signal: exiting at once, unshipped frames stay in the "
-                        b"WAL for the next run\n")
-            os._exit(128 + signum)
-        log.info("event=stopping signal=%s: shipping what is committed",
-                 signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    last_summary = [time.monotonic()]
-
-    def on_tick() -> None:
-        if status_file is not None:
-            _write_status(status_file, followers)
-        if time.monotonic() - last_summary[0] >= SUMMARY_EVERY:
-            last_summary[0] = time.monotonic()
-            for f in followers:
-                log.info(summary_line(f.status))
-
-    log.info("event=started databases=%d pid=%d", len(followers), os.getpid())
-    ok = run_followers(followers, stop, on_tick)
-    for f in followers:
-        log.info(summary_line(f.status))
-    if not ok:
-        raise BottomlessError("stopped with committed frames not shipped (see the log); "
-                              "the next run ships them")
-
-
-_status_errors: set[str] = set()
-
-
-def _write_status(path: Path, followers: list[Follower]) -> None:
-    """Rewrite the status file atomically; a failure is logged (once) and replication goes
-    on."""
-    data = {"updated": time.time(), "pid": os.getpid(),
-            "databases": [f.status.as_dict() for f in followers]}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    except OSError as exc:
-        if str(exc) not in _status_errors:
-            _status_errors.add(str(exc))
-            log.error("event=status_file_failed path=%s error=%r", path, str(exc))
