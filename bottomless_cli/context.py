@@ -35,6 +35,10 @@ class App:
             self._storage = open_store(self.endpoint, self.bucket, s3=Storage)
         return self._storage
 
+    def use_store(self, store: ObjectStore) -> None:
+        """Read from ``store`` instead (restore --from-dir)."""
+        self._storage = store
+
     @property
     def db_name(self) -> str:
         """The database's name in the bucket: --db-name, else the file name of -d."""

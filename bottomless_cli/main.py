@@ -15,7 +15,7 @@ from bottomless_core.errors import BottomlessError, Interrupted
 from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
 from bottomless_core.tempfiles import remove_all_owned
 
-from .commands import ls, replicate, restore, rm, snapshot, status, verify
+from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify
 from .context import App
 from .redact import install as install_redaction
 from .redact import redact
@@ -86,7 +86,7 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
 
 
 for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
-                 snapshot.snapshot, status.status):
+                 snapshot.snapshot, status.status, create.create, copy.copy):
     cli.add_command(_command)
 
 

@@ -11,6 +11,7 @@ from bottomless_core.dates import parse_utc_time
 from bottomless_core.errors import ConfigError, CorruptBackupError
 from bottomless_core.restore import RestoreResult, live_user
 from bottomless_core.restore import restore as restore_database
+from bottomless_core.transfer import directory_store
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
@@ -62,10 +63,13 @@ def describe(result: RestoreResult) -> str:
               help="Do nothing (exit 0) when the database already exists and is not empty.")
 @click.option("--if-replica-exists", is_flag=True,
               help="Do nothing (exit 0) when the bucket has no backup of the database.")
+@click.option("--from-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Restore from a directory made by `copy --to-dir` instead of the bucket "
+                   "(no S3 needed).")
 @pass_app
 def restore(app: App, generation: str | None, utc_time: str | None, output: Path | None,
             force: bool, verify_only: bool, if_db_not_exists: bool,
-            if_replica_exists: bool) -> None:
+            if_replica_exists: bool, from_dir: Path | None) -> None:
     """Restore the database from the bucket (the newest generation by default).
 
     The database is rebuilt in a temporary file beside the target, checked with
@@ -80,7 +84,10 @@ def restore(app: App, generation: str | None, utc_time: str | None, output: Path
       bottomless-cli -d app.db restore -g 0190b2c4-...-... -o copy.db
       bottomless-cli -d app.db restore --utc-time 2024-05-01T08:00:00
       bottomless-cli -d /data/app.db restore --if-db-not-exists --if-replica-exists
+      bottomless-cli -d app.db restore --from-dir /mnt/usb/app-backup
     """
+    if from_dir is not None:
+        app.use_store(directory_store(from_dir))
     target = output or app.require_database()
     if if_db_not_exists and target.exists() and target.stat().st_size > 0:
         click.echo(f"{target} exists: nothing to restore")

@@ -1,0 +1,146 @@
+"""``create --source-db``: a new generation whose snapshot is a copy of a database file.
+
+For seeding a bucket from an existing file (libSQL's ``create``). The copy is SQLite's own
+``VACUUM INTO`` from a read-only connection: one read transaction, so it is a consistent state
+even while another process writes to the source, whatever the source's journal mode. The copy
+is switched to WAL mode (what a replicator of the restored file needs) and uploaded as the
+snapshot of a generation with no parent: snapshot, ``.changecounter``, ``.meta`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .catalog import FRAMES_METADATA, SHA256_METADATA, newest_generation
+from .codec import CHUNK, Codec, Encoder
+from .dbheader import DB_HEADER_SIZE, NotSQLiteError, parse_db_header
+from .errors import LocalDatabaseError
+from .layout import Meta
+from .lease import Lease
+from .objectstore import ObjectStore
+from .progress import NoProgress, Progress
+from .replicator import NO_WAL_CHECKSUM
+from .tempfiles import discard, owned_temp_path
+
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+@dataclass
+class CreateResult:
+    generation: uuid.UUID
+    page_size: int
+    raw_size: int
+    snapshot_bytes: int
+
+
+def create_generation(source: Path, storage: ObjectStore, db_name: str,
+                      codec: Codec = Codec.ZSTD, workdir: Path | None = None,
+                      progress: Progress | None = None) -> CreateResult:
+    """Upload a consistent copy of ``source`` as a new generation of ``db_name``."""
+    progress = progress or NoProgress()
+    _check_source(source)
+    storage.check_bucket()
+    workdir = workdir or source.parent
+    image = owned_temp_path(workdir / db_name, "create")
+    packed = owned_temp_path(workdir / db_name, "create-snapshot")
+    lease = Lease(storage, db_name, f"create:{socket.gethostname()}:{source.resolve()}")
+    lease.acquire()  # a live replicator of this name elsewhere: refuse, do not interleave
+    try:
+        _copy(source, image)
+        header = parse_db_header(_head(image))
+        raw_size = image.stat().st_size
+        progress.start("snapshot", raw_size)
+        digest = compress_file(image, packed, codec,
+                               lambda n: progress.advance("snapshot", n))
+        progress.finish("snapshot")
+        at = time.time()
+        newest = newest_generation(storage, db_name)
+        gen = layout.new_generation_id(math.ceil(at * 1000) * 1_000_000, newer_than=newest)
+        prefix = layout.generation_prefix(db_name, gen)
+        size = packed.stat().st_size
+        progress.start("upload snapshot", size)
+        with open(packed, "rb") as f:
+            storage.upload(prefix + layout.snapshot_name(codec), f,
+                           metadata={SHA256_METADATA: digest, FRAMES_METADATA: "0"},
+                           on_progress=lambda n: progress.advance("upload snapshot", n))
+        progress.finish("upload snapshot")
+        storage.put(prefix + layout.CHANGE_COUNTER, header.change_counter_bytes)
+        storage.put(prefix + layout.META, Meta(header.page_size, NO_WAL_CHECKSUM).encode())
+    except OSError as exc:
+        raise LocalDatabaseError(f"{workdir}: cannot write the copy of {source} there "
+                                 f"({exc.strerror or exc})") from None
+    finally:
+        lease.release()
+        discard(image)
+        discard(packed)
+    return CreateResult(gen, header.page_size, raw_size, size)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(DB_HEADER_SIZE)
+
+
+def _check_source(source: Path) -> None:
+    try:
+        head = _head(source)
+    except IsADirectoryError:
+        raise LocalDatabaseError(f"{source}: is a directory, not a database file") from None
+    except OSError as exc:
+        raise LocalDatabaseError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise LocalDatabaseError(f"{source}: database file is empty")
+    if not head.startswith(SQLITE_MAGIC):
+        raise LocalDatabaseError(f"{source}: not an SQLite database (an encrypted libSQL "
+                                 "database cannot be read here)")
+    try:
+        parse_db_header(head)
+    except NotSQLiteError as exc:
+        raise LocalDatabaseError(f"{source}: {exc}") from None
+
+
+def _copy(source: Path, image: Path) -> None:
+    """VACUUM INTO from a read-only connection, then WAL mode on the copy."""
+    uri = f"{source.resolve().as_uri()}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("VACUUM INTO ?", (str(image),))
+        finally:
+            conn.close()
+        conn = sqlite3.connect(image, isolation_level=None)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise LocalDatabaseError(f"{source}: cannot copy the database ({exc})") from None
+    if str(mode).lower() != "wal":
+        raise LocalDatabaseError(f"{source}: its copy could not be switched to WAL mode")
+    for suffix in ("-wal", "-shm"):
+        image.with_name(image.name + suffix).unlink(missing_ok=True)
+
+
+def compress_file(src: Path, dst: Path, codec: Codec,
+                  on_bytes: Callable[[int], None] | None = None) -> str:
+    """Compress ``src`` into the new file ``dst``; return the SHA-256 of ``src``."""
+    h = hashlib.sha256()
+    enc = Encoder(codec)
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        while chunk := fin.read(CHUNK):
+            h.update(chunk)
+            fout.write(enc.feed(chunk))
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+        fout.write(enc.finish())
+    return h.hexdigest()
