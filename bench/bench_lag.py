@@ -24,7 +24,7 @@ from bottomless_core.database import ReadLock
 from bottomless_core.follower import Follower, FollowOptions
 from bottomless_core.progress import Progress
 from bottomless_core.replicator import ReplicateResult, Replicator
-from bottomless_core.seaweed import SeaweedServer
+from bottomless_dev.seaweed import SeaweedServer
 
 WRITER = """
 import os, sqlite3, sys, time

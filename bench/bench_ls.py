@@ -13,7 +13,7 @@ from bench.common import make_bucket, now, run_cli
 from bottomless_core import layout
 from bottomless_core.codec import Codec
 from bottomless_core.layout import BatchKey, Meta
-from bottomless_core.seaweed import SeaweedServer
+from bottomless_dev.seaweed import SeaweedServer
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import bottomless_core.restore as restore_module
 from bench.common import fill, make_bucket, now
 from bottomless_core.replicator import ReplicateOptions, replicate_once
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.seaweed import SeaweedServer
 from tests.proxy import Proxy
 
 PREFETCH = restore_module.PREFETCH

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.common import fill, make_bucket, mb, run_cli
 from bottomless_core import catalog
-from bottomless_core.seaweed import SeaweedServer
+from bottomless_dev.seaweed import SeaweedServer
 
 
 def main() -> None:

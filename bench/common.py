@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.seaweed import SeaweedServer
 
 
 def make_bucket(server: SeaweedServer, name: str) -> Storage:

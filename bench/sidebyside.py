@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 import zstandard
 
 from bench.s3count import CountingProxy, Upload
-from bottomless_core.seaweed import SeaweedServer
+from bottomless_dev.seaweed import SeaweedServer
 
 PAGE_SIZE = 4096
 FRAME_HEADER = 24

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bottomless_core.filestore import FileStore
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.seaweed import SeaweedServer
 
 ROWS = 20_000
 

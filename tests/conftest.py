@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bottomless_cli.main import cli
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.seaweed import SeaweedServer
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import pytest
 
 from bottomless_core import catalog
 from bottomless_core.codec import Codec, compress, decompress
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import insert_rows, integrity, open_wal_db
 

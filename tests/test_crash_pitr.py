@@ -57,8 +57,8 @@ from bottomless_core import catalog
 from bottomless_core.database import ReadLock
 from bottomless_core.errors import StorageError
 from bottomless_core.replicator import ReplicateOptions, Replicator
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.random_writer import Model, init_db, plan, value
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog
-from bottomless_core.seaweed import SeaweedServer
 from bottomless_core.storage import Storage
 from bottomless_core.tempfiles import host_tag
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, insert_rows, integrity, open_wal_db
 from tests.procs import DEADLINE, cli_env, cli_proc, one_error_line, poll

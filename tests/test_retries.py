@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bottomless_core.seaweed import SeaweedServer
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, open_wal_db
 from tests.proxy import Throttler
