@@ -1,5 +1,6 @@
 """WAL capture and checksum speed: full verification vs SQLite's wal-index fast path, and
-chain verification of the same WAL in memory: pure Python (wal.FrameChain) vs numpy (walsum).
+chain verification of the same WAL in memory: pure Python (the reference FrameChain in
+tests/wal_reference.py) vs numpy (walsum).
 
     python -m bench.bench_capture [WAL_MB]
 """

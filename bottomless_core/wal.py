@@ -56,12 +56,6 @@ class WalHeader:
     def salts(self) -> tuple[int, int]:
         return self.salt1, self.salt2
 
-    def encode(self) -> bytes:
-        return struct.pack(
-            ">8I", self.magic, self.version, self.page_size, self.checkpoint_seq,
-            self.salt1, self.salt2, *self.checksum,
-        )
-
 
 def parse_wal_header(data: bytes) -> WalHeader:
     """Parse and verify the 32-byte WAL header; raise WalFormatError when it is not valid."""
@@ -78,59 +72,6 @@ def parse_wal_header(data: bytes) -> WalHeader:
     if expected != (c1, c2):
         raise WalFormatError("WAL header checksum mismatch")
     return WalHeader(magic, version, page_size, seq, salt1, salt2, (c1, c2))
-
-
-def make_wal_header(page_size: int, salt1: int, salt2: int, checkpoint_seq: int = 0,
-                    big_endian: bool = False) -> WalHeader:
-    """Build a valid header (used by tests and tools that write WAL files)."""
-    magic = WAL_MAGIC_BE if big_endian else WAL_MAGIC_LE
-    head = struct.pack(">6I", magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2)
-    return WalHeader(magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2,
-                     wal_checksum(head, (0, 0), big_endian))
-
-
-@dataclass(frozen=True)
-class WalFrame:
-    page_no: int
-    db_size: int  # pages in the database after this commit; 0 for non-commit frames
-    salt1: int
-    salt2: int
-    checksum: Checksum
-    page: bytes
-
-    @property
-    def is_commit(self) -> bool:
-        return self.db_size != 0
-
-    def encode(self) -> bytes:
-        return struct.pack(">6I", self.page_no, self.db_size, self.salt1, self.salt2,
-                           *self.checksum) + self.page
-
-
-def parse_frame(data: bytes | memoryview, page_size: int) -> WalFrame:
-    """Decode one frame (no checksum verification; see FrameChain)."""
-    if len(data) < FRAME_HEADER_SIZE + page_size:
-        raise WalFormatError("truncated WAL frame")
-    pgno, db_size, s1, s2, c1, c2 = struct.unpack_from(">6I", data)
-    return WalFrame(pgno, db_size, s1, s2, (c1, c2),
-                    bytes(data[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size]))
-
-
-def frame_checksum(frame: bytes | memoryview, seed: Checksum, big_endian: bool,
-                   page_size: int) -> Checksum:
-    """Checksum of one encoded frame: its first 8 header bytes, then its page."""
-    mv = memoryview(frame)
-    head = wal_checksum(mv[:8], seed, big_endian)
-    return wal_checksum(mv[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size], head, big_endian)
-
-
-def encode_frame(page_no: int, db_size: int, page: bytes, header: WalHeader,
-                 seed: Checksum) -> tuple[bytes, Checksum]:
-    """Encode a frame that continues the chain at ``seed``; return it and the new chain value."""
-    head8 = struct.pack(">2I", page_no, db_size)
-    ck = wal_checksum(head8, seed, header.big_endian)
-    ck = wal_checksum(page, ck, header.big_endian)
-    return head8 + struct.pack(">4I", header.salt1, header.salt2, *ck) + page, ck
 
 
 # --- the wal-index (-shm) header ------------------------------------------------------------

@@ -166,9 +166,9 @@ def verify_chain(frames: Buffer, page_size: int, seed: Checksum, big_endian: boo
     """Count the leading frames that continue the chain at ``seed``; return (count, chain value).
 
     A frame continues the chain when its salts equal ``salts`` and its stored checksum is right,
-    as in wal.FrameChain; ``salts=None`` takes the first frame's salts. The chain value is the
-    stored checksum of the last valid frame, or ``seed`` when there is none. A trailing partial
-    frame never counts.
+    as in the reference FrameChain (tests/wal_reference.py); ``salts=None`` takes the first
+    frame's salts. The chain value is the stored checksum of the last valid frame, or ``seed``
+    when there is none. A trailing partial frame never counts.
     """
     _check_page_size(page_size)
     mv = _bytes(frames)

@@ -12,15 +12,18 @@ from bottomless_core.wal import (
     FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE,
     WalFormatError,
-    encode_frame,
-    make_wal_header,
-    parse_frame,
     parse_wal_header,
     wal_checksum,
 )
 from bottomless_core.walsum import committed_frames, scan_wal
 from tests.helpers import dump, insert_rows, open_wal_db
-from tests.wal_reference import FrameChain
+from tests.wal_reference import (
+    FrameChain,
+    encode_frame,
+    encode_wal_header,
+    make_wal_header,
+    parse_frame,
+)
 
 
 def _write_wal(tmp_path: Path, page_size: int = 4096, commits: int = 6) -> tuple[Path, list[int]]:
@@ -109,7 +112,7 @@ def test_uncommitted_tail_is_not_yielded() -> None:
     for pgno, commit in [(1, 0), (2, 2), (3, 0)]:  # the last transaction never commits
         raw, seed = encode_frame(pgno, commit, bytes([pgno]) * 1024, header, seed)
         frames.append(raw)
-    wal = header.encode() + b"".join(frames)
+    wal = encode_wal_header(header) + b"".join(frames)
     assert [n for n, _ in committed_frames(wal)] == [1, 2]
     assert scan_wal(wal).db_size == 2
 
@@ -117,7 +120,7 @@ def test_uncommitted_tail_is_not_yielded() -> None:
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_both_byte_orders_round_trip(big_endian: bool) -> None:
     header = make_wal_header(512, 1, 2, checkpoint_seq=3, big_endian=big_endian)
-    assert parse_wal_header(header.encode()) == header
+    assert parse_wal_header(encode_wal_header(header)) == header
     raw, _ = encode_frame(5, 9, b"\x01\x02\x03\x04" * 128, header, header.checksum)
     assert parse_frame(raw, 512).encode() == raw
     # restore does not know the byte order: the chain finds it from the first frame
@@ -135,7 +138,7 @@ def test_checksum_by_hand() -> None:
 
 
 def test_bad_headers_are_refused() -> None:
-    good = make_wal_header(4096, 1, 2).encode()
+    good = encode_wal_header(make_wal_header(4096, 1, 2))
     with pytest.raises(WalFormatError):
         parse_wal_header(good[:20])
     with pytest.raises(WalFormatError):

@@ -1,4 +1,5 @@
-"""The numpy WAL checksum against the pure-Python reference in wal.py (exact equality)."""
+"""The numpy WAL checksum against the pure-Python reference in tests/wal_reference.py (exact
+equality)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,11 @@ from bottomless_core.wal import (
     WAL_HEADER_SIZE,
     Checksum,
     WalFormatError,
-    encode_frame,
-    frame_checksum,
-    make_wal_header,
     parse_wal_header,
     wal_checksum,
 )
 from tests.helpers import insert_rows, open_wal_db
-from tests.wal_reference import FrameChain
+from tests.wal_reference import FrameChain, encode_frame, frame_checksum, make_wal_header
 
 
 def reference_chain(frames: bytes | memoryview, page_size: int, seed: Checksum,

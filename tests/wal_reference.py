@@ -1,11 +1,81 @@
-"""A frame-by-frame, pure-Python WAL chain walker: the reference that walsum (the one the
-product uses) is tested against. Slow (~40 MB/s); tests and benchmarks only."""
+"""The pure-Python WAL reference for tests and benchmarks: a frame-by-frame chain walker that
+walsum (the one the product uses) is tested against, slow (~40 MB/s), and the WAL writers
+that build headers and frames (the product only reads WAL files)."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-from bottomless_core.wal import FRAME_HEADER_SIZE, Checksum, frame_checksum
+from bottomless_core.wal import (
+    FRAME_HEADER_SIZE,
+    WAL_FORMAT_VERSION,
+    WAL_MAGIC_BE,
+    WAL_MAGIC_LE,
+    Checksum,
+    WalFormatError,
+    WalHeader,
+    wal_checksum,
+)
+
+
+def make_wal_header(page_size: int, salt1: int, salt2: int, checkpoint_seq: int = 0,
+                    big_endian: bool = False) -> WalHeader:
+    """Build a valid header."""
+    magic = WAL_MAGIC_BE if big_endian else WAL_MAGIC_LE
+    head = struct.pack(">6I", magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2)
+    return WalHeader(magic, WAL_FORMAT_VERSION, page_size, checkpoint_seq, salt1, salt2,
+                     wal_checksum(head, (0, 0), big_endian))
+
+
+def encode_wal_header(header: WalHeader) -> bytes:
+    """The 32 bytes of ``header``, as they start a WAL file."""
+    return struct.pack(">8I", header.magic, header.version, header.page_size,
+                       header.checkpoint_seq, header.salt1, header.salt2, *header.checksum)
+
+
+@dataclass(frozen=True)
+class WalFrame:
+    page_no: int
+    db_size: int  # pages in the database after this commit; 0 for non-commit frames
+    salt1: int
+    salt2: int
+    checksum: Checksum
+    page: bytes
+
+    @property
+    def is_commit(self) -> bool:
+        return self.db_size != 0
+
+    def encode(self) -> bytes:
+        return struct.pack(">6I", self.page_no, self.db_size, self.salt1, self.salt2,
+                           *self.checksum) + self.page
+
+
+def parse_frame(data: bytes | memoryview, page_size: int) -> WalFrame:
+    """Decode one frame (no checksum verification; see FrameChain)."""
+    if len(data) < FRAME_HEADER_SIZE + page_size:
+        raise WalFormatError("truncated WAL frame")
+    pgno, db_size, s1, s2, c1, c2 = struct.unpack_from(">6I", data)
+    return WalFrame(pgno, db_size, s1, s2, (c1, c2),
+                    bytes(data[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size]))
+
+
+def frame_checksum(frame: bytes | memoryview, seed: Checksum, big_endian: bool,
+                   page_size: int) -> Checksum:
+    """Checksum of one encoded frame: its first 8 header bytes, then its page."""
+    mv = memoryview(frame)
+    head = wal_checksum(mv[:8], seed, big_endian)
+    return wal_checksum(mv[FRAME_HEADER_SIZE:FRAME_HEADER_SIZE + page_size], head, big_endian)
+
+
+def encode_frame(page_no: int, db_size: int, page: bytes, header: WalHeader,
+                 seed: Checksum) -> tuple[bytes, Checksum]:
+    """Encode a frame that continues the chain at ``seed``; return it and the new chain value."""
+    head8 = struct.pack(">2I", page_no, db_size)
+    ck = wal_checksum(head8, seed, header.big_endian)
+    ck = wal_checksum(page, ck, header.big_endian)
+    return head8 + struct.pack(">4I", header.salt1, header.salt2, *ck) + page, ck
 
 
 class FrameChain:
