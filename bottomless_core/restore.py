@@ -263,6 +263,7 @@ def _restore_into(storage: ObjectStore, plan: RestorePlan, tmp: Path, fd: int, t
     """Build the database in ``tmp``, check it, then swap it in (unless verify_only)."""
     with os.fdopen(fd, "r+b") as out:
         _download_snapshot(storage, plan.chain[0], out, progress)
+        out.flush()  # the replay writes pages with pwrite: the buffered snapshot goes first
         _replay(storage, plan, out, utc_time, result, progress)
         out.flush()
         os.fsync(out.fileno())
