@@ -10,10 +10,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from bottomless_core.crypto import AgeKeys, wrap
 from bottomless_core.errors import ConfigError
 from bottomless_core.layout import parse_generation
 from bottomless_core.objectstore import ObjectStore, open_store
-from bottomless_core.storage import Storage
+from bottomless_core.storage import ServerSideEncryption, Storage
 
 
 @dataclass
@@ -23,6 +24,11 @@ class App:
     database: Path | None
     db_name_option: str | None
     debug: bool = False
+    age: AgeKeys = field(default_factory=AgeKeys)  # --age-recipient / --age-identity
+    sse: ServerSideEncryption | None = None  # --sse / --sse-kms-key-id
+    # the same as given (replicate --config passes them on as the file's defaults)
+    age_options: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    sse_options: tuple[str | None, str | None] = (None, None)
     console: Console = field(default_factory=Console)
     err: Console = field(default_factory=lambda: Console(stderr=True))
     _storage: ObjectStore | None = None
@@ -30,14 +36,19 @@ class App:
     @property
     def storage(self) -> ObjectStore:
         """The bucket: a directory for a file: endpoint, else S3 (``Storage`` is looked up
-        here, when the store is first needed)."""
+        here, when the store is first needed), behind the age layer (crypto.py)."""
         if self._storage is None:
-            self._storage = open_store(self.endpoint, self.bucket, s3=Storage)
+            self._storage = wrap(open_store(self.endpoint, self.bucket, s3=Storage,
+                                            sse=self.sse), self.age)
         return self._storage
 
+    def open_store(self, endpoint: str | None, bucket: str) -> ObjectStore:
+        """Another bucket with the same encryption options (replicate --config)."""
+        return wrap(open_store(endpoint, bucket, s3=Storage, sse=self.sse), self.age)
+
     def use_store(self, store: ObjectStore) -> None:
-        """Read from ``store`` instead (restore --from-dir)."""
-        self._storage = store
+        """Read from ``store`` instead (restore --from-dir), behind the age layer."""
+        self._storage = wrap(store, self.age)
 
     @property
     def db_name(self) -> str:

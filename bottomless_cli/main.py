@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from bottomless_core import __version__
+from bottomless_core.crypto import AgeKeys, encryption_key_refused
 from bottomless_core.errors import BottomlessError, Interrupted
-from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
+from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 from bottomless_core.tempfiles import remove_all_owned
 
 from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify
@@ -62,15 +63,36 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
 @click.option("--db-name", envvar="LIBSQL_BOTTOMLESS_DATABASE_ID", show_envvar=True,
               help="The database's name in the bucket (default: the file name of -d).")
 @click.option("-n", "--namespace", help="sqld namespace: same as --db-name ns-NAMESPACE.")
+@click.option("--age-recipient", "age_recipients", multiple=True, metavar="KEY|FILE",
+              envvar="LIBSQL_BOTTOMLESS_AGE_RECIPIENT", show_envvar=True,
+              help="Encrypt new snapshots and WAL batches with age to this public key (age1...) "
+                   "or the keys in this file; repeatable.")
+@click.option("--age-identity", "age_identities", multiple=True, metavar="FILE",
+              envvar="LIBSQL_BOTTOMLESS_AGE_IDENTITY", show_envvar=True,
+              help="age identity file (age-keygen) that decrypts encrypted objects when "
+                   "reading; repeatable. The variable may hold the AGE-SECRET-KEY-1... itself.")
+@click.option("--sse", metavar="AES256|aws:kms", envvar="LIBSQL_BOTTOMLESS_SSE",
+              show_envvar=True, help="S3 server-side encryption asked for on every upload.")
+@click.option("--sse-kms-key-id", metavar="ID", envvar="LIBSQL_BOTTOMLESS_SSE_KMS_KEY_ID",
+              show_envvar=True, help="The KMS key for --sse aws:kms (default: the bucket's).")
+@click.option("--encryption-key", metavar="KEY", envvar="LIBSQL_BOTTOMLESS_ENCRYPTION_KEY",
+              show_envvar=True,
+              help="libSQL's page-level database encryption: not supported (an error naming "
+                   "the age options).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="bottomless-cli")
 @click.pass_context
 def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
-        db_name: str | None, namespace: str | None, debug: bool) -> None:
+        db_name: str | None, namespace: str | None, age_recipients: tuple[str, ...],
+        age_identities: tuple[str, ...], sse: str | None, sse_kms_key_id: str | None,
+        encryption_key: str | None, debug: bool) -> None:
     """Back up SQLite databases to S3-compatible storage, in libSQL's bottomless layout.
 
     Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, profiles, ...) or from
     LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY / _DEFAULT_REGION.
+
+    With --age-recipient the snapshots and WAL batches are encrypted on this host (age, the
+    format the `age` CLI reads); reading them needs --age-identity.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,8 +103,14 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if namespace and not db_name:
         db_name = f"ns-{namespace}"
-    ctx.obj = App(endpoint=endpoint or None, bucket=bucket, database=database,
-                  db_name_option=db_name, debug=debug)
+    app = App(endpoint=endpoint or None, bucket=bucket, database=database,
+              db_name_option=db_name, debug=debug)
+    ctx.obj = app
+    if encryption_key:
+        raise encryption_key_refused()
+    app.age = AgeKeys.from_options(age_recipients, age_identities)
+    app.sse = ServerSideEncryption.parse(sse, sse_kms_key_id)
+    app.age_options, app.sse_options = (age_recipients, age_identities), (sse, sse_kms_key_id)
 
 
 for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,

@@ -19,6 +19,7 @@ SECRET_ENV_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
     "LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID", "LIBSQL_BOTTOMLESS_AWS_SECRET_ACCESS_KEY",
     "LIBSQL_BOTTOMLESS_AWS_SESSION_TOKEN",
+    "LIBSQL_BOTTOMLESS_AGE_IDENTITY", "LIBSQL_BOTTOMLESS_ENCRYPTION_KEY",
 )
 MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask ordinary words all over the output
 
@@ -26,6 +27,8 @@ _HEADERS = (r"x-amz-security-token|x-amz-credential|x-amz-signature|authorizatio
             r"secretaccesskey|sessiontoken|token|accesskeyid|aws_secret_access_key|"
             r"aws_session_token|aws_security_token")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # an age secret key (an --age-identity), wherever it shows up
+    (re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+"), MASK),
     # dict / JSON reprs: 'X-Amz-Security-Token': b'FwoG...', "SessionToken": "..."
     (re.compile(rf"""(?P<key>(?P<kq>['"])(?:{_HEADERS})(?P=kq)\s*:\s*b?)(?P<q>['"])"""
                 r"""(?:\\.|(?!(?P=q)).)*(?P=q)""", re.IGNORECASE),

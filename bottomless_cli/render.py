@@ -15,10 +15,12 @@ def _time(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
 
 
-def generation_facts(g: Generation, depth: int | None = 0) -> dict[str, Any]:
+def generation_facts(g: Generation, depth: int | None = 0,
+                     encryption: str | None = None) -> dict[str, Any]:
     """Everything ``ls -v`` shows about a generation, as plain values (the --json form).
     ``depth``: parents a restore goes through to reach a snapshot (None: the chain is
-    broken)."""
+    broken). ``encryption``: "age" or "none" as its data objects show, None when it has
+    none."""
     meta = g.meta
     return {
         "generation": str(g.id),
@@ -40,6 +42,7 @@ def generation_facts(g: Generation, depth: int | None = 0) -> dict[str, Any]:
         },
         "objects": g.object_count,
         "bytes": g.total_size,
+        "encryption": encryption,
     }
 
 
@@ -55,10 +58,10 @@ def _restores_from(f: dict[str, Any]) -> str:
 
 
 def generations_table(console: Console, generations: list[Generation],
-                      depths: list[int | None]) -> None:
+                      depths: list[int | None], encryptions: list[str | None]) -> None:
     """One block per generation (key: value lines), readable at any terminal width."""
-    for g, depth in zip(generations, depths, strict=True):
-        f = generation_facts(g, depth)
+    for g, depth, encryption in zip(generations, depths, encryptions, strict=True):
+        f = generation_facts(g, depth, encryption)
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
@@ -75,6 +78,8 @@ def generations_table(console: Console, generations: list[Generation],
             ("snapshot size", "-" if snap is None else f"{snap['size']:,} bytes"),
             ("snapshot last modified",
              _time(g.snapshot.last_modified) if g.snapshot is not None else "-"),
+            ("encryption", {"age": "age (client-side)", "none": "none"}.get(
+                encryption or "", "- (no snapshot or WAL batch)")),
         ]
         for key, value in rows:
             grid.add_row(key, value)

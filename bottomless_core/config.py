@@ -7,6 +7,11 @@
     snapshot_interval = "24h"            # snapshot policy (docs/operations.md)
     retention = "7d"                     # keep every point of the last 7 days restorable
     metrics_addr = "127.0.0.1:9090"      # Prometheus /metrics (top level only)
+    age_recipient = ["age1..."]          # encrypt snapshots and WAL batches (crypto.py)
+    age_identity = "/etc/bottomless/age-key.txt"  # decrypts them (restore-if-missing)
+    sse = "aws:kms"                      # S3 server-side encryption on every upload
+    sse_kms_key_id = "arn:aws:kms:..."
+    restore_if_missing = true            # restore an empty or missing database first
 
     [[databases]]
     path = "/srv/app/app.db"             # relative paths are relative to this file
@@ -21,11 +26,12 @@ from __future__ import annotations
 
 import tomllib
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .codec import Codec
+from .crypto import AgeKeys
 from .errors import ConfigError
 from .follower import (
     CHECKPOINT_PAGES,
@@ -39,11 +45,12 @@ from .follower import (
 )
 from .objectstore import FILE_SCHEME, file_root
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
-from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT
+from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 
 _KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
          "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",
-         "snapshot_max_chain", "snapshot_interval", "retention", "metrics_addr"}
+         "snapshot_max_chain", "snapshot_interval", "retention", "metrics_addr",
+         "age_recipient", "age_identity", "sse", "sse_kms_key_id", "restore_if_missing"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,10 @@ class DatabaseConfig:
     snapshot_interval: float = SNAPSHOT_INTERVAL
     retention: float | None = None  # seconds; None keeps everything
     metrics_addr: str | None = None  # the daemon's /metrics (one for the whole process)
+    age: AgeKeys = field(default_factory=AgeKeys)  # client-side encryption (crypto.py)
+    sse: ServerSideEncryption | None = None  # S3 server-side encryption on every upload
+    restore_if_missing: bool = False  # restore the newest generation first if the file is
+    #                                   missing or empty
 
     def replicate_options(self) -> ReplicateOptions:
         return ReplicateOptions(codec=self.codec, max_batch_frames=self.max_batch_frames)
@@ -120,6 +131,11 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                            else None),
                 metrics_addr=str(top["metrics_addr"]) if top.get("metrics_addr")
                 else (defaults or {}).get("metrics_addr"),
+                age=AgeKeys.from_options(_strings(merged.get("age_recipient")),
+                                         _strings(merged.get("age_identity"))),
+                sse=ServerSideEncryption.parse(merged.get("sse") or None,
+                                               merged.get("sse_kms_key_id") or None),
+                restore_if_missing=_flag(merged.get("restore_if_missing", False)),
             ))
         except (ValueError, TypeError, ConfigError) as exc:
             raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None
@@ -146,6 +162,23 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} at {where} "
                           f"(known: {', '.join(sorted(allowed))})")
+
+
+def _strings(value: Any) -> list[str]:
+    """A string or a list of strings (age keys and files)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{value!r} must be a string or a list of strings")
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} must be true or false")
+    return value
 
 
 def _chain_cap(value: Any) -> int:

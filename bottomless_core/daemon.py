@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import DatabaseConfig
+from .crypto import wrap
 from .database import ReplicatorLock, read_db_header, resolve_db_path
 from .errors import BottomlessError, ConfigError
 from .follower import Follower, FollowerStatus, run_followers
 from .metrics import RequestStats, serve
 from .objectstore import ObjectStore, open_store
 from .replicator import Replicator
+from .storage import ServerSideEncryption
 from .tempfiles import remove_all_owned, remove_stale
 
 log = logging.getLogger("bottomless.daemon")
@@ -49,17 +51,23 @@ def configure_logging(handler: logging.Handler, debug: bool) -> None:
 
 
 def store_opener(create_bucket: bool = False) -> StoreFor:
-    """A function giving each database its bucket's store, one store per (endpoint, bucket);
-    with ``create_bucket`` a missing bucket is created when first opened."""
-    stores: dict[tuple[str | None, str], ObjectStore] = {}
+    """A function giving each database its bucket's store, one store per (endpoint, bucket,
+    server-side encryption), behind the database's age layer (crypto.py); with
+    ``create_bucket`` a missing bucket is created when first opened."""
+    stores: dict[tuple[str | None, str, ServerSideEncryption | None], ObjectStore] = {}
+    wrapped: dict[tuple[int, int], ObjectStore] = {}
 
     def store_for(db: DatabaseConfig) -> ObjectStore:
-        key = (db.endpoint, db.bucket)
+        key = (db.endpoint, db.bucket, db.sse)
         if key not in stores:
-            stores[key] = open_store(db.endpoint, db.bucket)
+            stores[key] = open_store(db.endpoint, db.bucket, sse=db.sse)
             if create_bucket:
                 stores[key].ensure_bucket()
-        return stores[key]
+        raw = stores[key]
+        pair = (id(raw), id(db.age))
+        if pair not in wrapped:
+            wrapped[pair] = wrap(raw, db.age)
+        return wrapped[pair]
 
     return store_for
 
@@ -156,8 +164,8 @@ def _serve_metrics(addr: str, followers: list[Follower]) -> None:
     for f in followers:
         store = f.replicator.storage
         client = getattr(store, "_client", None)  # the S3 store's boto3 client
-        if client is not None and id(store) not in attached:
-            attached.add(id(store))
+        if client is not None and id(client) not in attached:
+            attached.add(id(client))
             requests.attach(client, store.bucket)
     try:
         serve(addr, followers, requests)

@@ -23,7 +23,7 @@ from .codec import Readable
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .storage import StorageConfig
+    from .storage import ServerSideEncryption, StorageConfig
 
 FILE_SCHEME = "file:"
 
@@ -139,14 +139,20 @@ def file_root(endpoint: str | None) -> Path | None:
 
 
 def open_store(endpoint: str | None, bucket: str, env: dict[str, str] | None = None, *,
-               s3: Callable[[StorageConfig], ObjectStore] | None = None) -> ObjectStore:
+               s3: Callable[[StorageConfig], ObjectStore] | None = None,
+               sse: ServerSideEncryption | None = None) -> ObjectStore:
     """The store for ``-e ENDPOINT -b BUCKET``: a FileStore for ``file:`` endpoints, else S3
-    (credentials from ``env``, default os.environ). ``s3`` replaces the S3 class (tests)."""
+    (credentials from ``env``, default os.environ). ``s3`` replaces the S3 class (tests).
+    ``sse``: S3 server-side encryption for every upload (refused for a directory)."""
     root = file_root(endpoint)
     if root is not None:
+        if sse is not None:
+            raise ConfigError(f"--sse {sse.algorithm} is S3 server-side encryption; endpoint "
+                              f"{endpoint} is a local directory (use --age-recipient to "
+                              "encrypt the backup itself)")
         from .filestore import FileStore
 
         return FileStore(root, bucket)
     from .storage import Storage, StorageConfig
 
-    return (s3 or Storage)(StorageConfig.from_env(endpoint, bucket, env))
+    return (s3 or Storage)(StorageConfig.from_env(endpoint, bucket, env, sse))

@@ -27,7 +27,8 @@ from .errors import (
 )
 from .objectstore import ObjectInfo
 
-__all__ = ["DEFAULT_BUCKET", "DEFAULT_ENDPOINT", "ObjectInfo", "Storage", "StorageConfig"]
+__all__ = ["DEFAULT_BUCKET", "DEFAULT_ENDPOINT", "ObjectInfo", "ServerSideEncryption", "Storage",
+           "StorageConfig"]
 
 DEFAULT_ENDPOINT = "http://localhost:9000"
 DEFAULT_BUCKET = "bottomless"
@@ -49,6 +50,39 @@ _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "Thrott
                       "ThrottlingException", "RequestTimeout", "500", "502", "503", "504"}
 
 
+SSE_ALGORITHMS = {"aes256": "AES256", "aws:kms": "aws:kms"}
+
+
+@dataclass(frozen=True)
+class ServerSideEncryption:
+    """S3 server-side encryption asked for on every upload (``--sse``): the provider keeps
+    the objects encrypted at rest; it reads them back in clear for anyone the bucket lets
+    read. ``aws:kms`` may name the KMS key (else the bucket's default key)."""
+
+    algorithm: str  # "AES256" or "aws:kms"
+    kms_key_id: str | None = None
+
+    @classmethod
+    def parse(cls, algorithm: str | None, kms_key_id: str | None = None,
+              ) -> ServerSideEncryption | None:
+        if not algorithm:
+            if kms_key_id:
+                raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
+            return None
+        name = SSE_ALGORITHMS.get(algorithm.strip().lower())
+        if name is None:
+            raise ConfigError(f"--sse {algorithm!r}: use AES256 or aws:kms")
+        if kms_key_id and name != "aws:kms":
+            raise ConfigError("--sse-kms-key-id needs --sse aws:kms, not AES256")
+        return cls(name, kms_key_id or None)
+
+    def request_args(self) -> dict[str, str]:
+        args = {"ServerSideEncryption": self.algorithm}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Where the bucket is and how to sign requests (None = boto3's default chain)."""
@@ -62,10 +96,11 @@ class StorageConfig:
     max_attempts: int = MAX_ATTEMPTS
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    sse: ServerSideEncryption | None = None
 
     @classmethod
     def from_env(cls, endpoint: str | None, bucket: str, env: dict[str, str] | None = None,
-                 ) -> StorageConfig:
+                 sse: ServerSideEncryption | None = None) -> StorageConfig:
         """Credentials and region from the seed's LIBSQL_BOTTOMLESS_AWS_* variables, if set."""
         env = dict(os.environ if env is None else env)
         return cls(
@@ -78,6 +113,7 @@ class StorageConfig:
             session_token=env.get("LIBSQL_BOTTOMLESS_AWS_SESSION_TOKEN"),
             max_attempts=1 + _int_env(env, "LIBSQL_BOTTOMLESS_S3_MAX_RETRIES",
                                       MAX_ATTEMPTS - 1),
+            sse=sse,
         )
 
 
@@ -284,7 +320,8 @@ class Storage:
             if_match: str | None = None, if_none_match: bool = False) -> str:
         """Write a small object in one request; return its ETag. ``if_match`` / ``if_none_match``
         make it conditional (PreconditionFailedError when the condition does not hold)."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data,
+                                  **self._sse_args()}
         if metadata:
             kwargs["Metadata"] = metadata
         if if_match is not None:
@@ -296,6 +333,10 @@ class Storage:
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def _sse_args(self) -> dict[str, str]:
+        sse = self.config.sse
+        return sse.request_args() if sse is not None else {}
 
     def stale_uploads(self, prefix: str) -> Iterator[tuple[str, str, datetime | None]]:
         """Unfinished multipart uploads under ``prefix``: (key, upload id, initiated)."""
@@ -316,9 +357,10 @@ class Storage:
     def upload(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None,
                on_progress: Callable[[int], None] | None = None) -> None:
         """Write an object of any size from a readable stream (multipart when large)."""
-        extra = {"Metadata": metadata} if metadata else None
+        extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        extra.update(self._sse_args())
         with self._errors(f"writing {key}"):
-            self._client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra,
+            self._client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra or None,
                                         Config=TRANSFER, Callback=on_progress)
 
     def delete_many(self, keys: Iterable[str]) -> int:

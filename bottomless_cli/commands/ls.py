@@ -8,8 +8,16 @@ import json
 import click
 
 from bottomless_core import layout
-from bottomless_core.catalog import chain_depth, describe_generation, list_generations
+from bottomless_core.catalog import (
+    Generation,
+    chain_depth,
+    describe_generation,
+    list_generations,
+)
+from bottomless_core.crypto import object_encryption
 from bottomless_core.dates import parse_older_than
+from bottomless_core.errors import NotFoundError
+from bottomless_core.objectstore import ObjectStore
 
 from ..context import App, parse_generation_option, pass_app
 from ..render import generation_facts, generations_table
@@ -31,7 +39,8 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
 
     Plain: one generation id a line. -v: creation time, what it restores from (its own
     snapshot, or the chain of parents back to one, and how deep), change counter, consistent
-    WAL frame, page size, WAL frame checksum, WAL batches, snapshot size and time, parent.
+    WAL frame, page size, WAL frame checksum, WAL batches, snapshot size and time, parent,
+    and whether its objects are encrypted (age).
 
     \b
     Examples:
@@ -53,12 +62,12 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
         details = [describe_generation(storage, app.db_name, g) for g in chosen]
         cache = {d.id: d for d in details}
         depths = [chain_depth(storage, app.db_name, d, cache) for d in details]
+        encryptions = [_encryption(storage, d) for d in details]
         if as_json:
-            click.echo(json.dumps([generation_facts(d, n) for d, n in zip(details, depths,
-                                                                           strict=True)],
-                                  indent=2))
+            click.echo(json.dumps([generation_facts(d, n, e) for d, n, e in zip(
+                details, depths, encryptions, strict=True)], indent=2))
         else:
-            generations_table(app.console, details, depths)
+            generations_table(app.console, details, depths, encryptions)
         return
     if as_json:
         click.echo(json.dumps([{"generation": str(g),
@@ -67,3 +76,16 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
     else:
         for g in chosen:
             click.echo(str(g))
+
+
+def _encryption(storage: ObjectStore, g: Generation) -> str | None:
+    """"age" or "none", from the first bytes of its smallest data object."""
+    objects = [info for _, info in g.batches]
+    if g.snapshot is not None:
+        objects.append(g.snapshot)
+    if not objects:
+        return None
+    try:
+        return object_encryption(storage, min(objects, key=lambda o: o.size).key)
+    except NotFoundError:  # removed since the listing
+        return None

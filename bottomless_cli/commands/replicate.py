@@ -87,12 +87,16 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     One replicator per database: a second one on this host waits for the first or exits, and
     a lease object in the bucket (DB.lease) keeps another host from writing the same name.
 
+    With --age-recipient, new snapshots and WAL batches are encrypted (see the global
+    options).
+
     \b
     Examples:
       bottomless-cli -d app.db replicate --once
       bottomless-cli -d app.db replicate --interval 1 --status-file /run/bottomless.json
       bottomless-cli -d app.db replicate --retention 7d
       bottomless-cli replicate --config /etc/bottomless.toml
+      bottomless-cli --age-recipient age1... -d app.db replicate --once
     """
     if config_file is not None and app.database is not None:
         raise ConfigError("give either -d/--database or --config, not both")
@@ -105,7 +109,10 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                     "snapshot_wal_fraction": snapshot_wal_fraction,
                     "snapshot_max_chain": snapshot_max_chain,
                     "snapshot_interval": snapshot_seconds, "retention": window,
-                    "metrics_addr": metrics_addr}
+                    "metrics_addr": metrics_addr,
+                    "age_recipient": list(app.age_options[0]),
+                    "age_identity": list(app.age_options[1]),
+                    "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1]}
         databases = load_config(config_file, defaults)
     else:
         databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
@@ -114,7 +121,7 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     snapshot_wal_fraction=snapshot_wal_fraction,
                                     snapshot_max_chain=snapshot_max_chain,
                                     snapshot_interval=snapshot_seconds, retention=window,
-                                    metrics_addr=metrics_addr)]
+                                    metrics_addr=metrics_addr, age=app.age, sse=app.sse)]
     store_for = store_opener(create_bucket)
     if once:
         _once(app, databases, store_for)

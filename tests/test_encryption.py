@@ -1,0 +1,305 @@
+"""Client-side age encryption (--age-recipient / --age-identity), S3 server-side encryption
+(--sse), and libSQL's --encryption-key refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyrage
+import pytest
+import zstandard
+from pyrage import x25519
+
+from bottomless_core import catalog, layout
+from bottomless_core.crypto import AGE_MAGIC, AgeKeys, EncryptedStore
+from bottomless_core.database import ReadLock
+from bottomless_core.replicator import Replicator
+from bottomless_core.storage import ServerSideEncryption, Storage, StorageConfig
+from tests.conftest import Cli
+from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
+
+MARK = "PLAINTEXT-ROW-MARKER"
+
+
+def _key(tmp_path: Path, name: str = "key.txt") -> tuple[x25519.Identity, Path]:
+    ident = x25519.Identity.generate()
+    path = tmp_path / name
+    path.write_text(f"# public key: {ident.to_public()}\n{ident}\n")
+    return ident, path
+
+
+def _marked_rows(conn: sqlite3.Connection, n: int, start: int = 0) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?, ?)",
+                     ((i, f"{MARK}-{i:08d}") for i in range(start, start + n)))
+    conn.execute("COMMIT")
+
+
+def _one_error(stderr: str, *needles: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _objects(storage: Storage) -> dict[str, bytes]:
+    return {o.key: storage.get(o.key) for o in storage.list_objects("")}
+
+
+def test_encrypted_replicate_restore(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 3000)
+    enc = ("--age-recipient", str(ident.to_public()))
+    # raw compression: any plaintext row would be visible in the objects as it is
+    run(*enc, "-d", str(db), "replicate", "--once", "--compression", "raw")
+    _marked_rows(conn, 500, start=10_000)
+    conn.execute(f"UPDATE t SET v = v || '-{MARK}' WHERE id % 5 = 0")
+    run(*enc, "-d", str(db), "replicate", "--once", "--compression", "raw")
+    expected = dump_conn(conn)
+    conn.close()
+
+    objects = _objects(storage)
+    gen = catalog.newest_generation(storage, "app.db")
+    g = catalog.describe_generation(storage, "app.db", gen)
+    assert g.snapshot is not None and len(g.batches) >= 2
+    for key, data in objects.items():
+        assert MARK.encode() not in data, key
+        name = key.rsplit("/", 1)[-1]
+        if layout.BatchKey.parse(name) or layout.snapshot_codec(name):
+            assert data.startswith(AGE_MAGIC), key
+        else:  # .meta, .changecounter, .dep, the lease: readable as ever
+            assert not data.startswith(AGE_MAGIC), key
+    assert layout.Meta.decode(objects[g.key(layout.META)]).page_size == 4096
+    # the age CLI's format: the plaintext of a batch is the compressed batch
+    batch_key = g.batches[0][1].key
+    assert MARK.encode() in pyrage.decrypt(objects[batch_key], [ident])
+
+    assert "age (client-side)" in run("-d", str(db), "ls", "-v").stdout
+
+    target = tmp_path / "restored.db"
+    err = run("-d", str(db), "restore", "-o", str(target), code=2).stderr
+    _one_error(err, "objects are encrypted", "--age-identity")
+    assert not target.exists()
+    _, other = _key(tmp_path, "other.txt")
+    err = run("--age-identity", str(other), "-d", str(db), "restore", "-o", str(target),
+              code=2).stderr
+    _one_error(err, "none of the --age-identity keys")
+    assert not target.exists()
+
+    run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(target))
+    assert dump(target) == expected
+    assert integrity(target) == "ok"
+    # the secret key itself in the variable (a container's secret)
+    again = tmp_path / "again.db"
+    run("-d", str(db), "restore", "-o", str(again),
+        env={"LIBSQL_BOTTOMLESS_AGE_IDENTITY": str(ident)})
+    assert dump(again) == expected
+    assert _objects(storage) == objects  # reading changed nothing
+
+
+def test_zstd_snapshot_is_age_of_zstd(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    ident, key_file = _key(tmp_path)
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"# ops team\n{ident.to_public()}\n")
+    db = tmp_path / "z.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 200)
+    conn.close()  # checkpointed: everything is in the snapshot
+    err = run("--age-recipient", str(key_file), "-d", str(db), "replicate", "--once",
+              code=2).stderr
+    _one_error(err, "is a secret key")
+    assert "AGE-SECRET-KEY" not in err
+    run("-d", str(db), "replicate", "--once",
+        env={"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": str(recipients)})  # a recipients file
+    g = catalog.describe_generation(storage, "z.db", catalog.newest_generation(storage, "z.db"))
+    assert g.snapshot is not None
+    plain = pyrage.decrypt(storage.get(g.snapshot.key), [ident])
+    image = zstandard.ZstdDecompressor().decompressobj().decompress(plain)
+    assert image.startswith(b"SQLite format 3\0") and MARK.encode() in image
+
+
+def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
+                                                   storage: Storage) -> None:
+    """Generations without a snapshot (the daemon's, after its checkpoint), the `snapshot`
+    command that gives one a snapshot, and copy -> restore --from-dir: all encrypted."""
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "chain.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 400)
+    store = EncryptedStore(storage, AgeKeys((ident.to_public(),), ()))
+    replicator = Replicator(db, store)
+    lock = ReadLock(db)
+    try:
+        lock.acquire()
+        replicator.sync(lock)
+        assert replicator.checkpoint(lock).done
+        _marked_rows(conn, 400, start=1000)
+        replicator.sync(lock)
+    finally:
+        replicator.close()
+        lock.close()
+    expected = dump_conn(conn)
+    conn.close()
+    newest = catalog.newest_generation(storage, "chain.db")
+    assert catalog.describe_generation(storage, "chain.db", newest).snapshot is None
+    keys = ("--age-recipient", str(ident.to_public()), "--age-identity", str(key_file))
+    err = run("--db-name", "chain.db", "snapshot", code=2).stderr
+    _one_error(err, "objects are encrypted")
+    run(*keys, "--db-name", "chain.db", "snapshot")
+    g = catalog.describe_generation(storage, "chain.db", newest)
+    assert g.snapshot is not None and storage.get(g.snapshot.key).startswith(AGE_MAGIC)
+    for o in storage.list_objects(""):
+        assert MARK.encode() not in storage.get(o.key), o.key
+
+    copy = tmp_path / "copy"
+    run("--db-name", "chain.db", "copy", "--to-dir", str(copy))  # as stored: no key needed
+    for path in copy.rglob("*"):
+        if path.is_file():
+            assert MARK.encode() not in path.read_bytes(), path
+    target = tmp_path / "offline.db"
+    offline = {"LIBSQL_BOTTOMLESS_ENDPOINT": "http://127.0.0.1:1"}
+    err = run("--db-name", "chain.db", "restore", "--from-dir", str(copy), "-o", str(target),
+              code=2, env=offline).stderr
+    _one_error(err, "--age-identity")
+    run("--age-identity", str(key_file), "--db-name", "chain.db", "restore", "--from-dir",
+        str(copy), "-o", str(target), env=offline)
+    assert dump(target) == expected
+
+
+def test_plaintext_generations_stay_readable(run: Cli, tmp_path: Path,
+                                             storage: Storage) -> None:
+    """A bucket from before encryption: old generations restore without a key."""
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "mix.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 100)
+    run("-d", str(db), "replicate", "--once")
+    old = catalog.newest_generation(storage, "mix.db")
+    before = dump_conn(conn)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    insert_rows(conn, 100, start=500)
+    run("--age-recipient", str(ident.to_public()), "-d", str(db), "replicate", "--once")
+    conn.close()
+    out = run("-d", str(db), "ls", "-v", "--json").stdout
+    assert '"encryption": "age"' in out and '"encryption": "none"' in out
+    target = tmp_path / "old.db"
+    run("-d", str(db), "restore", "-g", str(old), "-o", str(target))
+    assert dump(target) == before
+    new = tmp_path / "new.db"
+    run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(new))
+    assert len(dump(new)["t"]) == 200
+
+
+def test_damaged_encrypted_batch(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "d.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 100)
+    run("--age-recipient", str(ident.to_public()), "-d", str(db), "replicate", "--once")
+    insert_rows(conn, 100, start=500)
+    run("--age-recipient", str(ident.to_public()), "-d", str(db), "replicate", "--once")
+    conn.close()
+    g = catalog.describe_generation(storage, "d.db", catalog.newest_generation(storage, "d.db"))
+    key = g.batches[-1][1].key
+    storage.put(key, storage.get(key)[:-20])
+    target = tmp_path / "t.db"
+    target.write_bytes(b"keep me")
+    err = run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(target),
+              "--force", code=1).stderr
+    _one_error(err, key, "damaged encrypted object")
+    assert target.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("args,needles", [
+    (("--age-recipient", "age1notakey"), ("not an X25519 public key",)),
+    (("--age-recipient", "/nonexistent/recipients.txt"), ("neither a public key",)),
+    (("--age-identity", "/nonexistent/key.txt"), ("cannot read it",)),
+    (("--age-identity", "AGE-SECRET-KEY-1XYZ"), ("not an X25519 secret key",)),
+    (("--encryption-key", "s3cr3t-libsql-key"), ("page-level", "--age-recipient",
+                                                 "--age-identity")),
+    (("--sse", "DES"), ("AES256 or aws:kms",)),
+    (("--sse-kms-key-id", "k1"), ("needs --sse aws:kms",)),
+    (("--sse", "AES256", "--sse-kms-key-id", "k1"), ("needs --sse aws:kms",)),
+])
+def test_bad_encryption_options(run: Cli, tmp_path: Path, storage: Storage,
+                                args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 10)
+    conn.close()
+    kept = db.read_bytes()
+    for command in (("replicate", "--once"), ("restore", "-o", str(tmp_path / "r.db"))):
+        err = run(*args, "-d", str(db), *command, code=2).stderr
+        line = _one_error(err, *needles)
+        assert "s3cr3t" not in line and "XYZ" not in line
+    assert db.read_bytes() == kept
+    assert list(storage.list_objects("")) == []
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_encryption_key_variable_refused(run: Cli, tmp_path: Path) -> None:
+    err = run("-d", str(tmp_path / "a.db"), "ls", code=2,
+              env={"LIBSQL_BOTTOMLESS_ENCRYPTION_KEY": "k"}).stderr
+    _one_error(err, "LIBSQL_BOTTOMLESS_ENCRYPTION_KEY", "--age-recipient")
+
+
+def test_sse_with_a_directory_is_refused(run: Cli, tmp_path: Path) -> None:
+    err = run("-e", f"file://{tmp_path}", "--sse", "AES256", "-d", str(tmp_path / "a.db"),
+              "ls", code=2).stderr
+    _one_error(err, "server-side encryption", "--age-recipient")
+
+
+class _Recorder:
+    """Stands in for the boto3 client: records what every upload asks for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def put_object(self, **kwargs: object) -> dict:
+        self.calls.append(("put_object", kwargs))
+        return {"ETag": '"x"'}
+
+    def upload_fileobj(self, stream: object, bucket: str, key: str, **kwargs: object) -> None:
+        self.calls.append(("upload_fileobj", kwargs))
+
+
+@pytest.mark.parametrize("sse,expected", [
+    (ServerSideEncryption("AES256"), {"ServerSideEncryption": "AES256"}),
+    (ServerSideEncryption("aws:kms", "arn:aws:kms:eu:1:key/k"),
+     {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:eu:1:key/k"}),
+])
+def test_sse_on_every_upload(sse: ServerSideEncryption, expected: dict) -> None:
+    import io
+
+    store = Storage(StorageConfig("http://127.0.0.1:1", "b", "us-east-1", "a", "s", sse=sse))
+    store._client = _Recorder()  # type: ignore[assignment]
+    store.put("k", b"x")
+    store.put("db.lease", b"{}", if_none_match=True)
+    store.upload("g/db.zstd", io.BytesIO(b"x"), metadata={"sha256": "0"})
+    calls = store._client.calls  # type: ignore[attr-defined]
+    assert [c[1]["ServerSideEncryption"] for c in calls[:2]] == [expected[
+        "ServerSideEncryption"]] * 2
+    for _, kwargs in calls[:2]:
+        assert {k: kwargs[k] for k in expected} == expected
+    extra = calls[2][1]["ExtraArgs"]
+    assert {k: extra[k] for k in expected} == expected and extra["Metadata"] == {"sha256": "0"}
+
+
+def test_sse_aes256_round_trip(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    """The local S3 server accepts SSE-S3: replicate with it, restore."""
+    db = tmp_path / "s.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 300)
+    run("--sse", "AES256", "-d", str(db), "replicate", "--once")
+    insert_rows(conn, 300, start=1000)
+    run("--sse", "AES256", "-d", str(db), "replicate", "--once")
+    expected = dump_conn(conn)
+    conn.close()
+    target = tmp_path / "r.db"
+    run("-d", str(db), "restore", "-o", str(target))
+    assert dump(target) == expected
