@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,10 +20,13 @@ from bottomless_core.follower import (
     SNAPSHOT_WAL_FRACTION,
 )
 from bottomless_core.replicator import BATCH_MAX_FRAMES, ReplicateResult, replicate_once
+from bottomless_core.startup import restore_if_missing
 
 from ..context import App, pass_app
 from ..logs import setup_daemon_logging
 from ..progress import progress_for
+
+log = logging.getLogger("bottomless.cli")
 
 
 def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
@@ -67,12 +72,17 @@ compression_option = click.option(
               help="Daemon: serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--create-bucket", is_flag=True,
               help="Create the bucket if it does not exist (otherwise that is an error).")
+@click.option("--restore-if-missing", is_flag=True,
+              envvar="LIBSQL_BOTTOMLESS_RESTORE_IF_MISSING", show_envvar=True,
+              help="First restore the newest generation when the database file is missing or "
+                   "empty (a container's start-up); with no backup either, start with an empty "
+                   "database.")
 @pass_app
 def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
               max_batch_frames: int, interval: float, checkpoint_pages: int,
               snapshot_wal_fraction: float, snapshot_max_chain: int, snapshot_interval: str,
               retention: str | None, status_file: Path | None, metrics_addr: str | None,
-              create_bucket: bool) -> None:
+              create_bucket: bool, restore_if_missing: bool) -> None:
     """Back up the database given with -d (or every database of --config).
 
     With --once: start a new generation (snapshot + metadata) when the bucket has none for
@@ -87,8 +97,10 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     One replicator per database: a second one on this host waits for the first or exits, and
     a lease object in the bucket (DB.lease) keeps another host from writing the same name.
 
-    With --age-recipient, new snapshots and WAL batches are encrypted (see the global
-    options).
+    With --restore-if-missing, a database file that is missing or empty is first restored
+    from the newest generation (with --age-identity if the backup is encrypted); one with
+    content is never touched. With --age-recipient, new snapshots and WAL batches are
+    encrypted (see the global options).
 
     \b
     Examples:
@@ -96,6 +108,7 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
       bottomless-cli -d app.db replicate --interval 1 --status-file /run/bottomless.json
       bottomless-cli -d app.db replicate --retention 7d
       bottomless-cli replicate --config /etc/bottomless.toml
+      bottomless-cli -d /data/app.db replicate --restore-if-missing
       bottomless-cli --age-recipient age1... -d app.db replicate --once
     """
     if config_file is not None and app.database is not None:
@@ -112,7 +125,8 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                     "metrics_addr": metrics_addr,
                     "age_recipient": list(app.age_options[0]),
                     "age_identity": list(app.age_options[1]),
-                    "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1]}
+                    "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1],
+                    "restore_if_missing": restore_if_missing}
         databases = load_config(config_file, defaults)
     else:
         databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
@@ -121,13 +135,28 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
                                     snapshot_wal_fraction=snapshot_wal_fraction,
                                     snapshot_max_chain=snapshot_max_chain,
                                     snapshot_interval=snapshot_seconds, retention=window,
-                                    metrics_addr=metrics_addr, age=app.age, sse=app.sse)]
+                                    metrics_addr=metrics_addr, age=app.age, sse=app.sse,
+                                    restore_if_missing=restore_if_missing)]
     store_for = store_opener(create_bucket)
     if once:
+        _start_up(app, databases, store_for, click.echo)
         _once(app, databases, store_for)
         return
     setup_daemon_logging(app.debug)
+    _start_up(app, databases, store_for,
+              lambda line: log.info("event=restore_if_missing %s", line))
     run_daemon(databases, store_for, status_file)
+
+
+def _start_up(app: App, databases: list[DatabaseConfig], store_for: StoreFor,
+              say: Callable[[str], object]) -> None:
+    """--restore-if-missing: restore (or create) each missing or empty database first."""
+    for db in databases:
+        if db.restore_if_missing:
+            with progress_for(app.err, app.interactive) as progress:
+                line = restore_if_missing(db.path, store_for(db), db.db_name, progress)
+            if line is not None:
+                say(line)
 
 
 def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> None:

@@ -1,0 +1,59 @@
+"""``replicate --restore-if-missing``: a container whose disk is thrown away starts from the
+bucket (libSQL's replicator restores on boot when the main database file is empty).
+
+Before replication starts: a database file that is missing or empty (and has no WAL holding
+frames) is restored from the newest generation; when the bucket has none either, an empty
+database in WAL mode is created, which the replicator then backs up like any other. A
+database with content is never touched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .database import resolve_db_path, wal_path
+from .errors import LocalDatabaseError, NotFoundError
+from .objectstore import ObjectStore
+from .progress import Progress
+from .restore import restore
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def restore_if_missing(db_path: Path, storage: ObjectStore, db_name: str,
+                       progress: Progress | None = None) -> str | None:
+    """Restore (or create) the database if its file is missing or empty; return what was
+    done, as one line, or None when the database was there."""
+    path = resolve_db_path(db_path) if db_path.is_symlink() else db_path
+    if _size(path) > 0 or _size(wal_path(path)) > 0:
+        return None
+    storage.check_bucket()
+    was = "empty" if path.exists() else "missing"
+    try:
+        result = restore(storage, db_name, path, progress=progress)
+    except NotFoundError as exc:
+        if not str(exc).startswith("no generation"):
+            raise
+        _create_empty(path)
+        return (f"{path}: {was} and no backup of {db_name!r} in bucket "
+                f"{storage.bucket!r}: started with an empty database in WAL mode")
+    return (f"{path}: was {was}; restored generation {result.generation} ({result.pages} pages, "
+            f"{result.frames_applied} frames)")
+
+
+def _create_empty(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise LocalDatabaseError(f"{path}: cannot create the database ({exc})") from None
