@@ -55,6 +55,14 @@ class Daemon:
         return bool(dbs) and all(d["behind_since"] is None and (d["last_success"] or 0) > t
                                  for d in dbs)
 
+    def wait_caught_up(self, t: float) -> None:
+        """Poll until caught up after ``t``; on timeout, fail with the status and the log."""
+        try:
+            poll("the daemon to catch up", lambda: self.caught_up_after(t))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; status {self.status()}; log:\n"
+                                 f"{self.text()[-3000:]}") from None
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
 
@@ -143,7 +151,7 @@ def test_killed_writer_loses_nothing_acknowledged(run: Cli, tmp_path: Path,
     writer.kill()  # the application dies mid-write
     writer.wait()
     killed_at = time.time()
-    poll("the daemon to catch up", lambda: d.caught_up_after(killed_at))
+    d.wait_caught_up(killed_at)
     d.signal()
     assert d.wait() == 0, d.text()
     assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
@@ -155,7 +163,7 @@ def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, stora
     writer = _writer(db, acked, 3.0, "--autocheckpoint", "10", "--truncate-every", "40")
     assert writer.wait(DEADLINE) == 0
     done = time.time()
-    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    d.wait_caught_up(done)
     d.signal()
     assert d.wait() == 0, d.text()
     assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
@@ -169,7 +177,7 @@ def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, sto
     writer = _writer(db, acked, 2.0, "--autocheckpoint", "0")  # the app never checkpoints
     assert writer.wait(DEADLINE) == 0
     done = time.time()
-    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    d.wait_caught_up(done)
     assert d.status()[0]["checkpoints"] >= 1  # the WAL passed 300 frames while the app wrote
     # With no writer running, push the WAL past the threshold once more and wait for the
     # daemon's checkpoint of it: the app's next write must then start a new generation.
@@ -303,7 +311,7 @@ def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Pat
     writer = _writer(db, acked, 4.0, "--autocheckpoint", "0")
     assert writer.wait(DEADLINE) == 0
     done = time.time()
-    poll("the daemon to catch up", lambda: d.caught_up_after(done))
+    d.wait_caught_up(done)
     status = d.status()[0]
     assert status["checkpoints"] >= 4, status
     d.signal()

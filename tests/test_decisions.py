@@ -127,19 +127,41 @@ def test_checkpoint_the_replicator_did_not_see_starts_a_generation(
     assert restored(store, tmp_path / "r.db") == dump_conn(conn)
 
 
-def test_gap_in_the_newest_generation_starts_a_generation(db: tuple[Path, sqlite3.Connection],
-                                                          store: FileStore) -> None:
-    path, conn = db
+def _generation_with_a_gap(path: Path, conn: sqlite3.Connection, store: FileStore,
+                           ) -> catalog.Generation:
     once(path, store, max_batch_frames=2)
     insert_rows(conn, 40, start=100, size=400)
     once(path, store, 10, max_batch_frames=2)
     g = newest(store)
     assert len(g.batches) >= 3
     store.delete_many([g.batches[1][1].key])
+    return g
+
+
+def test_gap_is_refilled_while_the_wal_still_holds_it(db: tuple[Path, sqlite3.Connection],
+                                                      store: FileStore, tmp_path: Path) -> None:
+    path, conn = db
+    g = _generation_with_a_gap(path, conn, store)
     insert_rows(conn, 5, start=500)
+    result = once(path, store, 20)
+    assert not result.new_generation and result.generation == g.id
+    assert result.reason == f"refills a gap in generation {g.id}"
+    again = newest(store)
+    assert again.contiguous_frame == again.last_frame
+    assert restored(store, tmp_path / "r.db") == dump_conn(conn)
+
+
+def test_gap_the_wal_no_longer_holds_starts_a_generation(
+        db: tuple[Path, sqlite3.Connection], store: FileStore, tmp_path: Path) -> None:
+    path, conn = db
+    g = _generation_with_a_gap(path, conn, store)
+    restart_wal(conn, 1000)
     result = once(path, store, 20)
     assert result.new_generation
     assert result.reason == f"generation {g.id} has a gap in its WAL batches"
+    old = catalog.describe_generation(store, NAME, g.id)
+    assert old.last_frame == old.contiguous_frame  # the batches after the gap are gone
+    assert restored(store, tmp_path / "r.db") == dump_conn(conn)
 
 
 def test_incomplete_newest_starts_a_generation(db: tuple[Path, sqlite3.Connection],
