@@ -37,7 +37,7 @@ ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
 RECIPIENT_PREFIX = "age1"
 IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 PIPE_CHUNKS = 16  # pieces (age writes 64 KiB each) in flight between the cipher and its reader
-READ_PIECE = 1 << 16
+READ_AHEAD = 1 << 20  # bytes read from the source at a time
 
 
 class EncryptionError(BottomlessError):
@@ -258,24 +258,44 @@ class _ThreadedReader:
 
 
 class _ReadOnly:
-    """What pyrage reads from: ``read`` only (it takes whatever length it gets)."""
+    """What pyrage reads from: it asks for 8 KiB at a time, so the source (an S3 body, where
+    every read is a trip through urllib3) is read READ_AHEAD at a time and served from here."""
 
     def __init__(self, source: Readable, prefix: bytes = b"") -> None:
-        self.source, self.prefix = source, prefix
+        self.source = source
+        self.buf = prefix
+        self.pos = 0
+        self.error: BaseException | None = None  # what the source raised (pyrage hides it)
 
     def read(self, size: int = -1, /) -> bytes:
-        if self.prefix:
-            data, self.prefix = self.prefix, b""
-            return data
-        return self.source.read(size if size and size > 0 else READ_PIECE)
+        if self.pos >= len(self.buf):
+            try:
+                self.buf, self.pos = self.source.read(READ_AHEAD), 0
+            except BaseException as exc:
+                self.error = exc
+                raise
+            if not self.buf:
+                return b""
+        end = len(self.buf) if size is None or size < 0 else min(len(self.buf), self.pos + size)
+        data = self.buf[self.pos:end]
+        self.pos = end
+        return data
 
 
 @contextlib.contextmanager
 def encrypting_reader(source: Readable, recipients: Sequence[x25519.Recipient],
                       ) -> Iterator[Readable]:
     """The age encryption of ``source``, as a stream (bounded memory)."""
-    reader = _ThreadedReader(
-        lambda out: pyrage.encrypt_io(_ReadOnly(source), out, list(recipients)), "age-encrypt")
+    def produce(out: _Pipe) -> None:
+        plain = _ReadOnly(source)
+        try:
+            pyrage.encrypt_io(plain, out, list(recipients))
+        except Exception:
+            if plain.error is not None:  # the source's own error (a local read, say)
+                raise plain.error from None
+            raise
+
+    reader = _ThreadedReader(produce, "age-encrypt")
     try:
         yield reader
     finally:
@@ -289,10 +309,15 @@ def decrypting_reader(source: Readable, key: str, identities: Sequence[x25519.Id
     _need_identity(key, identities)
 
     def produce(out: _Pipe) -> None:
+        sealed = _ReadOnly(source, prefix)
         try:
-            pyrage.decrypt_io(_ReadOnly(source, prefix), out, list(identities))
-        except pyrage.DecryptError as exc:
-            raise _decrypt_error(key, exc) from None
+            pyrage.decrypt_io(sealed, out, list(identities))
+        except Exception as exc:
+            if sealed.error is not None:  # the download failed, not the cipher
+                raise sealed.error from None
+            if isinstance(exc, pyrage.DecryptError):
+                raise _decrypt_error(key, exc) from None
+            raise
 
     reader = _ThreadedReader(produce, "age-decrypt")
     try:

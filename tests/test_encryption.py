@@ -303,3 +303,39 @@ def test_sse_aes256_round_trip(run: Cli, tmp_path: Path, storage: Storage) -> No
     target = tmp_path / "r.db"
     run("-d", str(db), "restore", "-o", str(target))
     assert dump(target) == expected
+
+
+def test_streams_are_bounded_and_report_the_source_error() -> None:
+    """A snapshot streams through the cipher in pieces; a failing download is reported as
+    itself, not as a damaged object."""
+    import io
+
+    from bottomless_core.crypto import decrypting_reader, encrypting_reader
+    from bottomless_core.errors import StorageError
+
+    ident = x25519.Identity.generate()
+    plain = bytes(range(256)) * (12 << 12)  # 12 MiB
+    with encrypting_reader(io.BytesIO(plain), [ident.to_public()]) as sealed:
+        pieces = []
+        while piece := sealed.read(1 << 20):
+            assert len(piece) <= 1 << 20
+            pieces.append(piece)
+    data = b"".join(pieces)
+    assert data.startswith(AGE_MAGIC) and pyrage.decrypt(data, [ident]) == plain
+    with decrypting_reader(io.BytesIO(data), "k", [ident]) as opened:
+        assert opened.read() == plain
+
+    class Failing:
+        def __init__(self) -> None:
+            self.body, self.reads = io.BytesIO(data), 0
+
+        def read(self, size: int = -1, /) -> bytes:
+            self.reads += 1
+            if self.reads > 2:
+                raise StorageError("S3 endpoint kept failing")
+            return self.body.read(size)
+
+    with pytest.raises(StorageError, match="kept failing"), \
+            decrypting_reader(Failing(), "k", [ident]) as opened:
+        while opened.read(1 << 20):
+            pass
