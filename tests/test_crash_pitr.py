@@ -17,7 +17,7 @@ restarted, and SIGTERMed once. At the end everything is shipped and the bucket i
 - verify and ls -v --json succeed, and the only incomplete generations are ones a kill
   interrupted.
 
-Fast by default (about 75 s). BOTTOMLESS_LONG=1: 300 s of writes, 24 kills, 3 SIGTERMs, ~270
+Fast by default (about 50 s). BOTTOMLESS_LONG=1: 300 s of writes, 24 kills, 3 SIGTERMs, ~270
 restores (about 10 minutes). BOTTOMLESS_CRASH_SEED=N replays a scenario's choices (the seed is
 in every failure message; the moments of the kills still depend on timing). Each run leaves
 summary.json, ls.json, the writer's and the daemons' logs in its tmp_path.
@@ -108,10 +108,10 @@ class Plan:
             max_batch_frames=batch_bytes // page_size or 10_000,
             snapshot_max_chain=rng.choice((2, 4, 8, 32)),
             snapshot_wal_fraction=rng.choice((0.2, 0.5, 2.0)),
-            writer_seconds=300.0 if LONG else 38.0,
+            writer_seconds=300.0 if LONG else 22.0,
             kills=24 if LONG else 3,
             sigterms=3 if LONG else 1,
-            random_restores=100 if LONG else 15,
+            random_restores=100 if LONG else 10,
             edge_commits=8 if LONG else 2,
         )
 
