@@ -83,9 +83,15 @@ def test_encrypted_backup_needs_the_identity(run: Cli, tmp_path: Path,
     assert not db.exists()
     assert sorted((o.key, o.size) for o in storage.list_objects("") if
                   not o.key.endswith(".lease")) == before
-    run(*enc, "--age-identity", str(key), "-d", str(db), "replicate", "--once",
-        "--restore-if-missing")
+    out = run(*enc, "--age-identity", str(key), "-d", str(db), "replicate", "--once",
+              "--restore-if-missing").stdout
+    assert "restored generation" in out and "warning" not in out
     assert dump(db) == expected
+    # restored without a recipient: said out loud, since new objects would be in clear
+    bare = tmp_path / "bare" / "app.db"
+    out = run("--age-identity", str(key), "-d", str(bare), "replicate", "--once",
+              "--restore-if-missing").stdout
+    assert "warning: that backup is encrypted but no --age-recipient" in out
 
 
 def _caught_up_after(status_file: Path, t: float) -> bool:
