@@ -339,3 +339,57 @@ def test_streams_are_bounded_and_report_the_source_error() -> None:
             decrypting_reader(Failing(), "k", [ident]) as opened:
         while opened.read(1 << 20):
             pass
+
+
+def test_encrypted_daemon_with_background_snapshots(run: Cli, tmp_path: Path,
+                                                    storage: Storage) -> None:
+    """The daemon's own checkpoints, snapshot-less generations and background snapshots, all
+    through the age layer: no row in the bucket, every one back with the identity."""
+    import json
+    import signal
+    import time
+
+    from tests.procs import cli_env, cli_proc, poll
+
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "d.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 100)
+    status = tmp_path / "status.json"
+
+    def caught_up_after(t: float) -> bool:
+        try:
+            dbs = json.loads(status.read_text())["databases"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return False
+        return bool(dbs) and all(d["behind_since"] is None and (d["last_success"] or 0) > t
+                                 for d in dbs)
+
+    proc = cli_proc(cli_env(run), "--age-recipient", str(ident.to_public()), "-d", str(db),
+                    "replicate", "--compression", "raw", "--interval", "0.1",
+                    "--checkpoint-pages", "20", "--snapshot-max-chain", "1",
+                    "--status-file", str(status))
+    try:
+        poll("the first sync", lambda: caught_up_after(0) or proc.poll() is not None)
+        for i in range(1, 6):
+            _marked_rows(conn, 400, start=i * 1000)
+            t = time.time()
+            poll("the daemon to catch up", lambda t=t: caught_up_after(t))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "event=snapshot generation=" in err  # one was taken in the background
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    expected = dump_conn(conn)
+    conn.close()
+    gens = [catalog.describe_generation(storage, "d.db", g)
+            for g in catalog.list_generations(storage, "d.db")]
+    assert len(gens) > 1  # the daemon's checkpoints started generations
+    for key, data in _objects(storage).items():
+        assert MARK.encode() not in data, key
+    target = tmp_path / "r.db"
+    run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(target))
+    assert dump(target) == expected and integrity(target) == "ok"
