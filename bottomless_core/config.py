@@ -134,7 +134,7 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                 age=AgeKeys.from_options(_strings(merged.get("age_recipient")),
                                          _strings(merged.get("age_identity"))),
                 sse=ServerSideEncryption.parse(merged.get("sse") or None,
-                                               merged.get("sse_kms_key_id") or None),
+                                               _kms_key(entry, merged)),
                 restore_if_missing=_flag(merged.get("restore_if_missing", False)),
             ))
         except (ValueError, TypeError, ConfigError) as exc:
@@ -162,6 +162,14 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} at {where} "
                           f"(known: {', '.join(sorted(allowed))})")
+
+
+def _kms_key(entry: dict[str, Any], merged: dict[str, Any]) -> str | None:
+    """An entry that turns server-side encryption off (sse = "") drops the KMS key it would
+    inherit; one given beside no --sse at the same level stays an error."""
+    if "sse" in entry and not entry["sse"] and "sse_kms_key_id" not in entry:
+        return None
+    return merged.get("sse_kms_key_id") or None
 
 
 def _strings(value: Any) -> list[str]:

@@ -393,3 +393,49 @@ def test_encrypted_daemon_with_background_snapshots(run: Cli, tmp_path: Path,
     target = tmp_path / "r.db"
     run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(target))
     assert dump(target) == expected and integrity(target) == "ok"
+
+
+def test_config_keys(tmp_path: Path) -> None:
+    from bottomless_core.config import load_config
+    from bottomless_core.errors import ConfigError
+
+    ident, key_file = _key(tmp_path)
+    config = tmp_path / "b.toml"
+    config.write_text(f'''
+age_recipient = ["{ident.to_public()}"]
+sse = "aws:kms"
+sse_kms_key_id = "alias/backups"
+[[databases]]
+path = "a.db"
+age_identity = "{key_file}"
+restore_if_missing = true
+[[databases]]
+path = "b.db"
+age_recipient = []
+sse = ""
+''')
+    a, b = load_config(config)
+    assert a.age.encrypting and len(a.age.identities) == 1 and a.restore_if_missing
+    assert a.sse == ServerSideEncryption("aws:kms", "alias/backups")
+    assert not b.age.encrypting and b.sse is None and not b.restore_if_missing
+    for bad, needle in (('sse = "DES"', "AES256 or aws:kms"),
+                        ('age_recipient = "age1nope"', "not an X25519 public key"),
+                        ("restore_if_missing = 1", "true or false")):
+        config.write_text(f'[[databases]]\npath = "a.db"\n{bad}\n')
+        with pytest.raises(ConfigError, match=needle):
+            load_config(config)
+
+
+def test_create_encrypted(run: Cli, tmp_path: Path, storage: Storage) -> None:
+    ident, key_file = _key(tmp_path)
+    src = tmp_path / "seed.db"
+    conn = sqlite3.connect(src, isolation_level=None)
+    _marked_rows(conn, 500)
+    expected = dump_conn(conn)
+    conn.close()
+    run("--age-recipient", str(ident.to_public()), "create", "-s", str(src))
+    for key, data in _objects(storage).items():
+        assert MARK.encode() not in data, key
+    target = tmp_path / "r.db"
+    run("--age-identity", str(key_file), "--db-name", "seed.db", "restore", "-o", str(target))
+    assert dump(target) == expected
