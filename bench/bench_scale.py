@@ -14,6 +14,7 @@ lag, daemon CPU, WAL size, and restore time with a content check, ours/Litestrea
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -46,8 +47,9 @@ from bench.sidebyside import (
 MB = 1_000_000
 
 
-def run_size(size: float, seconds: float, rate: float, seed: int, ours_src: Path) -> None:
-    with SideBySide("bench-scale-", ours_src) as sb:
+def run_size(size: float, seconds: float, rate: float, seed: int, ours_src: Path,
+             ours_args: tuple[str, ...] = ()) -> None:
+    with SideBySide("bench-scale-", ours_src, ours_args) as sb:
         t = time.perf_counter()
         source = sb.tmp / "source.db"
         rows = build_database(source, size, seed)
@@ -168,11 +170,15 @@ def main() -> None:
     parser.add_argument("--ours-src", type=Path, default=REPO,
                         help="source tree our daemon and restore run from (default: this "
                              "checkout), e.g. a `git archive` export of the commit to measure")
+    parser.add_argument("--ours-args", default="",
+                        help="extra options for our daemon, e.g. \"--snapshot-interval 20s\" "
+                             "to measure lag while snapshots upload")
     args = parser.parse_args()
+    ours_args = tuple(shlex.split(args.ours_args))
     print(command_line("bench.bench_scale"))
-    describe_setup(args.ours_src)
+    describe_setup(args.ours_src, ours_args)
     for size in args.sizes:
-        run_size(size, args.seconds, args.rate, args.seed, args.ours_src)
+        run_size(size, args.seconds, args.rate, args.seed, args.ours_src, ours_args)
 
 
 if __name__ == "__main__":

@@ -518,10 +518,12 @@ class SideBySide(contextlib.ExitStack):
     """Temp dir, SeaweedFS, buckets, proxies, both daemons; everything undone on exit.
     Our daemon and restore run from ``ours_src`` (a source tree; default this checkout)."""
 
-    def __init__(self, prefix: str, ours_src: Path = REPO) -> None:
+    def __init__(self, prefix: str, ours_src: Path = REPO,
+                 ours_args: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.prefix = prefix
         self.ours_src = ours_src.resolve()
+        self.ours_args = ours_args  # extra options for our daemon
 
     def __enter__(self) -> SideBySide:
         super().__enter__()
@@ -592,7 +594,7 @@ class SideBySide(contextlib.ExitStack):
         self.ours.daemon = start_daemon(
             "ours", [sys.executable, "-m", "bottomless_cli.main", "-e", self.ours.proxy.endpoint,
                      "-b", OURS_BUCKET, "-d", str(self.ours.db), "replicate",
-                     "--status-file", str(status)],
+                     "--status-file", str(status), *self.ours_args],
             self.ours_env, self.tmp / "ours.log", cwd=self.ours_src)
         config = self.tmp / "litestream.yml"
         config.write_text(self.litestream_config)
@@ -756,7 +758,7 @@ def print_table(title: str, rows: list[tuple[str, float | str, float | str, str]
         print(f"  {label:{width}}  {sa:>14}  {sb:>14}  {ratio:>9}")
 
 
-def describe_setup(ours_src: Path) -> None:
+def describe_setup(ours_src: Path, ours_args: tuple[str, ...] = ()) -> None:
     """Machine and versions, then how lag is measured and how both tools are configured."""
     print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}, SQLite "
           f"{sqlite3.sqlite_version}; SeaweedFS {version_of([binary('weed'), 'version'])}; "
@@ -766,8 +768,8 @@ def describe_setup(ours_src: Path) -> None:
           "everything else default):")
     print("  " + SideBySide.example_config().replace("\n", "\n  ").rstrip())
     print("ours: bottomless-cli -e PROXY -b bench-ours -d TMPDIR/ours/app.db replicate "
-          "--status-file FILE (defaults: --interval 1, --checkpoint-pages 1000, zstd), run "
-          f"from {describe_source(ours_src)}")
+          f"--status-file FILE {' '.join(ours_args)}".rstrip() + " (defaults: --interval 1, "
+          f"--checkpoint-pages 1000, zstd), run from {describe_source(ours_src)}")
     print("both daemons talk to SeaweedFS through their own counting proxy (bench/s3count.py); "
           "restores go to SeaweedFS directly")
 
