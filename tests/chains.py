@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bottomless_core import catalog
 from bottomless_core.database import ReadLock
 from bottomless_core.replicator import (
     CheckpointOutcome,
@@ -14,6 +15,7 @@ from bottomless_core.replicator import (
     Replicator,
 )
 from bottomless_core.storage import Storage
+from tests.helpers import dump_conn, insert_rows, open_wal_db
 
 T0 = 1_700_000_000.0
 
@@ -55,3 +57,34 @@ def when(seconds: float) -> datetime:
 
 def iso(seconds: float) -> str:
     return when(seconds).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_chain(db: Path, storage: Storage, children: int,
+                ) -> tuple[list[tuple[float, dict]], list]:
+    """G0 (snapshot, batches at 0 and 10 s), then ``children`` generations made by our
+    checkpoints at k*100+20 s, each shipping batches at k*100+50 and k*100+110 (the latter just
+    before the next checkpoint). Returns the states with the times of the syncs that shipped
+    them, and the generation ids, newest first."""
+    conn = open_wal_db(db)
+    d = Driver(db, storage)
+    states: list[tuple[float, dict]] = []
+    insert_rows(conn, 30)
+    assert d.at(0).sync().new_generation
+    states.append((0, dump_conn(conn)))
+    insert_rows(conn, 5, start=1000)
+    d.at(10).sync()
+    states.append((10, dump_conn(conn)))
+    for k in range(1, children + 1):
+        d.at(k * 100 + 20).checkpoint()
+        insert_rows(conn, 5, start=k * 10_000)  # the first write of the new WAL cycle
+        result = d.at(k * 100 + 50).sync()
+        assert result.new_generation and result.snapshotless, result
+        states.append((k * 100 + 50, dump_conn(conn)))
+        insert_rows(conn, 5, start=k * 10_000 + 500, size=3000)
+        d.at(k * 100 + 110).sync()
+        states.append((k * 100 + 110, dump_conn(conn)))
+    d.close()
+    conn.close()
+    gens = list(catalog.list_generations(storage, db.name))
+    assert len(gens) == children + 1
+    return states, gens

@@ -11,41 +11,18 @@ import pytest
 
 from bottomless_core import catalog, layout
 from bottomless_core.storage import Storage
-from tests.chains import Driver, iso
+from tests.chains import build_chain, iso
 from tests.conftest import Cli
-from tests.helpers import dump, dump_conn, insert_rows, open_wal_db
+from tests.helpers import dump
 
 GENERATIONS = 6  # one with a snapshot, then five that restore through their parents
 
 
 @pytest.fixture
 def chain(tmp_path: Path, storage: Storage) -> Iterator[dict]:
-    """Generation k (k >= 1) starts at our checkpoint at k*100+20 s and ships batches at
-    k*100+50 and k*100+110 (the latter just before the next checkpoint). States are recorded
-    with the times of the syncs that shipped them."""
+    """Generation k (k >= 1) starts at our checkpoint at k*100+20 s (tests.chains.build_chain)."""
     db = tmp_path / "app.db"
-    conn = open_wal_db(db)
-    d = Driver(db, storage)
-    states: list[tuple[float, dict]] = []
-    insert_rows(conn, 30)
-    assert d.at(0).sync().new_generation
-    states.append((0, dump_conn(conn)))
-    insert_rows(conn, 5, start=1000)
-    d.at(10).sync()
-    states.append((10, dump_conn(conn)))
-    for k in range(1, GENERATIONS):
-        d.at(k * 100 + 20).checkpoint()
-        insert_rows(conn, 5, start=k * 10_000)  # the first write of the new WAL cycle
-        result = d.at(k * 100 + 50).sync()
-        assert result.new_generation and result.snapshotless, result
-        states.append((k * 100 + 50, dump_conn(conn)))
-        insert_rows(conn, 5, start=k * 10_000 + 500, size=3000)
-        d.at(k * 100 + 110).sync()
-        states.append((k * 100 + 110, dump_conn(conn)))
-    d.close()
-    conn.close()
-    gens = list(catalog.list_generations(storage, "app.db"))
-    assert len(gens) == GENERATIONS
+    states, gens = build_chain(db, storage, GENERATIONS - 1)
     yield {"db": db, "states": states, "gens": gens}
 
 

@@ -15,9 +15,9 @@ from bottomless_core.errors import NotFoundError
 from bottomless_core.restore import choose_generation
 from bottomless_core.retention import plan_removal, remove_generations
 from bottomless_core.storage import Storage
-from tests.chains import Driver, iso, when
+from tests.chains import build_chain, iso, when
 from tests.conftest import Cli
-from tests.helpers import dump, dump_conn, insert_rows, open_wal_db
+from tests.helpers import dump
 
 CHILDREN = 3
 
@@ -27,28 +27,7 @@ def chain(tmp_path: Path, storage: Storage, run: Cli) -> Iterator[dict]:
     """G0 (snapshot, batches at 0 and 10 s), then G1..G3 made by our checkpoints at k*100+20
     (batches at k*100+50 and k*100+110); G1 is then given a snapshot of its own, so G2 and G3
     restore through G1 and no further: G0 is the only generation rm may delete."""
-    db = tmp_path / "app.db"
-    conn = open_wal_db(db)
-    d = Driver(db, storage)
-    states: list[tuple[float, dict]] = []
-    insert_rows(conn, 30)
-    assert d.at(0).sync().new_generation
-    states.append((0, dump_conn(conn)))
-    insert_rows(conn, 5, start=1000)
-    d.at(10).sync()
-    states.append((10, dump_conn(conn)))
-    for k in range(1, CHILDREN + 1):
-        d.at(k * 100 + 20).checkpoint()
-        insert_rows(conn, 5, start=k * 10_000)
-        assert d.at(k * 100 + 50).sync().snapshotless
-        states.append((k * 100 + 50, dump_conn(conn)))
-        insert_rows(conn, 5, start=k * 10_000 + 500, size=3000)
-        d.at(k * 100 + 110).sync()
-        states.append((k * 100 + 110, dump_conn(conn)))
-    d.close()
-    conn.close()
-    gens = list(catalog.list_generations(storage, "app.db"))  # newest first
-    assert len(gens) == CHILDREN + 1
+    states, gens = build_chain(tmp_path / "app.db", storage, CHILDREN)  # newest first
     run("--db-name", "app.db", "snapshot", "-g", str(gens[-2]))
     yield {"states": states, "gens": gens}
 
