@@ -38,9 +38,12 @@ DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 5
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 DOWNLOAD_CHUNK = 1 << 20
-# Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload.
+# Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload (an
+# encrypted snapshot has no length: s3transfer reads its parts into memory, by default up to
+# 10 of them, which the cap below keeps at the 4 being sent).
 TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20,
                           max_concurrency=4, use_threads=True)
+TRANSFER.max_in_memory_upload_chunks = 4  # s3transfer's setting; boto3's __init__ lacks it
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",
                "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "403"}
