@@ -18,6 +18,17 @@ FRAMES_METADATA = "wal-frames"  # on snapshots: WAL frames of the generation fol
 PARENT_FRAMES_METADATA = "parent-frames"  # on .dep of a snapshot-less generation: the
 PARENT_CHECKSUM_METADATA = "parent-checksum"  # parent's last frame and chain value it builds on
 BASE_METADATA = "base"  # on .dep of a generation that starts from its own snapshot: "snapshot"
+# on snapshots and .dep we write: the generation they belong to, so that one copied over the
+# same object of another generation is told apart (its digest and chain metadata travel along)
+GENERATION_METADATA = "generation"
+
+
+def check_owner(key: str, gen: uuid.UUID, metadata: dict[str, str]) -> None:
+    """Refuse an object whose metadata says it belongs to another generation."""
+    owner = metadata.get(GENERATION_METADATA)
+    if owner is not None and owner != str(gen):
+        raise CorruptBackupError(f"{key}: belongs to generation {owner}, not {gen} (copied "
+                                 "over from another generation?)")
 
 
 def list_generations(storage: ObjectStore, db_name: str) -> Iterator[uuid.UUID]:
@@ -177,6 +188,7 @@ def _read_small_objects(storage: ObjectStore, g: Generation, names: set[str],
             key = g.key(layout.DEPENDENCY)
             got = storage.get_with_metadata(key)
             if got is not None:
+                check_owner(key, g.id, got[1])
                 g.parent = layout.decode_dependency(got[0])
                 g.own_base = got[1].get(BASE_METADATA) == "snapshot"
                 frames, checksum = (got[1].get(PARENT_FRAMES_METADATA),

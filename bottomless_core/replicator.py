@@ -30,6 +30,7 @@ from .capture import WalCapture, WalPosition, capture_wal
 from .catalog import (
     BASE_METADATA,
     FRAMES_METADATA,
+    GENERATION_METADATA,
     PARENT_CHECKSUM_METADATA,
     PARENT_FRAMES_METADATA,
     SHA256_METADATA,
@@ -416,7 +417,8 @@ class Replicator:
     def _upload_snapshot(self, g: Generation, snapshot: SnapshotFile,
                          progress: Progress) -> ObjectInfo:
         key = g.key(layout.snapshot_name(snapshot.codec))
-        metadata = {SHA256_METADATA: snapshot.sha256, FRAMES_METADATA: str(snapshot.wal_frames)}
+        metadata = {SHA256_METADATA: snapshot.sha256, FRAMES_METADATA: str(snapshot.wal_frames),
+                    GENERATION_METADATA: str(g.id)}
         progress.start("upload snapshot", snapshot.size)
         with open(snapshot.path, "rb") as f:
             self.storage.upload(key, f, metadata=metadata,
@@ -438,7 +440,7 @@ class Replicator:
                             PARENT_CHECKSUM_METADATA:
                                 f"{parent_frames[1][0]:08x}-{parent_frames[1][1]:08x}"}
             self.storage.put(g.key(layout.DEPENDENCY), layout.encode_dependency(g.parent),
-                             metadata=metadata)
+                             metadata={**metadata, GENERATION_METADATA: str(g.id)})
 
     def _create_child(self, capture: WalCapture) -> ReplicateResult:
         """The first frames of the WAL cycle after our checkpoint: a generation with no

@@ -39,6 +39,7 @@ from . import layout, walsum
 from .catalog import (
     SHA256_METADATA,
     Generation,
+    check_owner,
     describe_generation,
     is_dead,
     list_generations,
@@ -333,6 +334,8 @@ def _download_snapshot(storage: ObjectStore, g: Generation, out: IO[bytes],
     key = g.snapshot.key
     progress.start("download snapshot", g.snapshot.size)
     info = storage.head(key)
+    if info is not None:
+        check_owner(key, g.id, info.metadata)
     digest = info.metadata.get(SHA256_METADATA) if info is not None else None
     h = hashlib.sha256()
 
@@ -395,6 +398,10 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
                     continue  # a later copy of frames already applied: nothing new in it
                 if cutoff is not None and key.timestamp > cutoff:
                     cut = True
+                    if key.first > reached + 1:  # a batch before it is gone: say so
+                        gap = (f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
+                               f"{key.first - 1}; next is {obj.key}): restored up to the last "
+                               f"commit before frame {reached + 1}")
                     break
                 if key.first > reached + 1:
                     missing = (f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
@@ -442,21 +449,23 @@ def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
         progress.start("replay frames", total, unit="frames")
     applier = _Applier(out)
     everything = [(s, key, obj) for s in spans for key, obj in s.batches]
-    bodies = _prefetch(storage, [obj for _, _, obj in everything])
     current: _Span | None = None
     verifier: _Verifier | None = None
-    for (span, key, obj), body in zip(everything, bodies, strict=True):
-        if span is not current:
-            if current is not None and verifier is not None:
-                verifier.finish(current, applier)
-            current = span
-            assert span.g.meta is not None
-            verifier = _Verifier(span.g, span.g.meta.page_size, span.g.meta.checksum)
-            applier.page_size = span.g.meta.page_size
-        assert verifier is not None
-        verifier.batch(key, obj, body, span.upto, applier)
-        result.batches_applied += 1
-        progress.advance("replay frames", key.last - key.first + 1)
+    # closed here when a batch fails, not by the garbage collector in one of its own threads
+    # (whose pool shutdown then cannot join itself and prints a traceback)
+    with contextlib.closing(_prefetch(storage, [obj for _, _, obj in everything])) as bodies:
+        for (span, key, obj), body in zip(everything, bodies, strict=True):
+            if span is not current:
+                if current is not None and verifier is not None:
+                    verifier.finish(current, applier)
+                current = span
+                assert span.g.meta is not None
+                verifier = _Verifier(span.g, span.g.meta.page_size, span.g.meta.checksum)
+                applier.page_size = span.g.meta.page_size
+            assert verifier is not None
+            verifier.batch(key, obj, body, span.upto, applier)
+            result.batches_applied += 1
+            progress.advance("replay frames", key.last - key.first + 1)
     if current is not None and verifier is not None:
         verifier.finish(current, applier)
     applier.finish()
@@ -675,7 +684,7 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
     the state it starts from through its parents, check it, and upload it as its ``db.*``, so
     that later restores skip the chain (libSQL's ``snapshot`` command). Returns the generation
     and the compressed size uploaded (None when it already had a snapshot)."""
-    from .catalog import FRAMES_METADATA
+    from .catalog import FRAMES_METADATA, GENERATION_METADATA
     from .codec import Encoder
 
     progress = progress or NoProgress()
@@ -705,7 +714,8 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
         size = packed.stat().st_size
         with open(packed, "rb") as f:
             storage.upload(key, f, metadata={SHA256_METADATA: h.hexdigest(),
-                                             FRAMES_METADATA: "0"})
+                                             FRAMES_METADATA: "0",
+                                             GENERATION_METADATA: str(generation)})
     finally:
         discard(image)
         discard(packed)
