@@ -27,6 +27,9 @@ _HEADERS = (r"x-amz-security-token|x-amz-credential|x-amz-signature|authorizatio
             r"secretaccesskey|sessiontoken|token|accesskeyid|aws_secret_access_key|"
             r"aws_session_token|aws_security_token")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # user:password in a URL (an endpoint given as http://KEY:SECRET@host)
+    (re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@:'\"]+:[^/\s@'\"]+@", re.IGNORECASE),
+     rf"\g<scheme>{MASK}@"),
     # an age secret key (an --age-identity), wherever it shows up
     (re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+"), MASK),
     # dict / JSON reprs: 'X-Amz-Security-Token': b'FwoG...', "SessionToken": "..."

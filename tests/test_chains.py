@@ -87,9 +87,10 @@ def test_rm_never_strands_a_chain(run: Cli, chain: dict, tmp_path: Path,
                                   storage: Storage) -> None:
     gens = chain["gens"]
     oldest = gens[-1]
-    out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v")
-    assert f"kept {oldest}: generation" in out.stderr and "restores through it" in out.stderr
-    assert "Removed 0 generations" in out.stdout
+    out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v", code=1)
+    assert out.stderr.startswith(f"error: generation {oldest} was not removed: generation")
+    assert "restores through it" in out.stderr and len(out.stderr.splitlines()) == 1
+    assert list(catalog.list_generations(storage, "app.db")) == gens
     out = run("--db-name", "app.db", "rm", "--older-than", "2100-01-01", "-v")
     assert "Removed 0 generations" in out.stdout
     # once a generation has a snapshot, what lies before it can go

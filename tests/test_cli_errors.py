@@ -102,8 +102,9 @@ def test_unknown_generation(run: Cli, backed_up: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["restore", "--utc-time"], ["rm", "--older-than"],
                                   ["ls", "--newer-than"]])
-def test_unparsable_date(run: Cli, backed_up: Path, args: list[str]) -> None:
-    out = run("-d", str(backed_up), *args, "next tuesday-ish", code=2)
+@pytest.mark.parametrize("text", ["next tuesday-ish", ""])
+def test_unparsable_date(run: Cli, backed_up: Path, args: list[str], text: str) -> None:
+    out = run("-d", str(backed_up), *args, text, code=2)
     _one_error_line(out.stderr, "cannot parse date/time")
 
 

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 import bottomless_cli.commands.ls
 from bottomless_cli.logs import setup_daemon_logging
 from bottomless_cli.main import cli
-from bottomless_cli.redact import RedactFilter, Redactor, install
+from bottomless_cli.redact import RedactFilter, Redactor, install, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 AKID = "AKIDEXAMPLE123"
@@ -138,6 +138,12 @@ def test_known_secrets_anywhere() -> None:
         assert leak not in masked, masked
     assert masked.endswith("in us-east-1")
     assert Redactor.from_env({"AWS_SECRET_ACCESS_KEY": "abc"})("abc abcd") == "abc abcd"
+
+
+def test_user_and_password_in_an_endpoint_url() -> None:
+    masked = redact("error: cannot reach S3 endpoint http://AKID:se%2Fcret@127.0.0.1:1: refused")
+    assert masked == "error: cannot reach S3 endpoint http://***@127.0.0.1:1: refused"
+    assert redact("file:///var/backups s3://bucket/key") == "file:///var/backups s3://bucket/key"
 
 
 def test_sts_and_json_credentials() -> None:

@@ -26,7 +26,7 @@ utc_time_option = click.option("-u", "--utc-time",
 def run_restore(app: App, target: Path, generation: str | None, utc_time: str | None,
                 force: bool, verify_only: bool) -> RestoreResult:
     gen = parse_generation_option(generation)
-    when = parse_utc_time(utc_time) if utc_time else None
+    when = parse_utc_time(utc_time) if utc_time is not None else None
     if gen is not None and when is not None:
         raise ConfigError("give either --generation or --utc-time, not both")
     with progress_for(app.err, app.interactive) as progress:

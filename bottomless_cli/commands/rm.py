@@ -6,7 +6,7 @@ import click
 
 from bottomless_core import layout
 from bottomless_core.dates import parse_older_than
-from bottomless_core.errors import ConfigError
+from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.retention import plan_removal, remove_generations
 
 from ..context import App, parse_generation_option, pass_app
@@ -48,6 +48,9 @@ def rm(app: App, generation: str | None, older_than: str | None, keep_last: int 
     storage = app.storage
     storage.check_bucket()
     plan = plan_removal(storage, app.db_name, gen, when, keep_last)
+    if gen is not None and gen not in plan.remove:  # asked for by name: not done is an error
+        why = dict(plan.keep).get(gen, "it is kept")
+        raise BottomlessError(f"generation {gen} was not removed: {why}")
     for kept, why in plan.keep:
         click.echo(f"kept {kept}: {why}", err=True)
     if dry_run:
