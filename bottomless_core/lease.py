@@ -2,12 +2,18 @@
 take while it is alive.
 
 ``DB.lease`` holds JSON: who writes (host and real path of the database), a random token for
-this process, and until when the lease holds. A replicator takes it before writing anything,
-renews it while it runs and marks it released when it stops. Writes are conditional
-(If-None-Match / If-Match on the ETag) where the server supports them, and read back either
-way, so two replicators racing for it cannot both believe they won. The previous holder's
-identity also tells a replicator whether the newest generation is its own: a different
-database file under the same name starts cleanly instead of being taken as a continuation.
+this process, its pid and the running system it belongs to (boot id and pid namespace), and
+until when the lease holds. A live lease is never taken over from another process, even one
+naming the same host and path (cloned machines, containers with one hostname, a lock file
+deleted under a running daemon): only when it has lapsed, was released, or its holder is
+provably gone (same running system, and its pid is dead).
+
+A replicator takes it before writing anything, renews it while it runs and marks it released
+when it stops. Writes are conditional (If-None-Match / If-Match on the ETag) where the server
+supports them, and read back either way, so two replicators racing for it cannot both believe
+they won. The previous holder's identity also tells a replicator whether the newest
+generation is its own: a different database file under the same name starts cleanly instead
+of being taken as a continuation.
 """
 
 from __future__ import annotations
@@ -37,6 +43,38 @@ def lease_key(db_name: str) -> str:
     return db_name + LEASE_SUFFIX
 
 
+def _read_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def system_id() -> str:
+    """This running system as seen by pids: boot id and pid namespace ("" where unknown)."""
+    boot = _read_boot_id()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}" if boot else ""
+
+
+def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a running (not zombie) process of this system?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def writer_identity(db_path: Path) -> str:
     """Who writes: this host and the database's real path."""
     return f"{socket.gethostname()}:{db_path}"
@@ -49,6 +87,7 @@ class LeaseRecord:
     token: str
     expires: float  # unix time; 0 once released
     renewed: float
+    system: str = ""  # system_id() of the holder; "" in leases of older versions
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -58,7 +97,7 @@ class LeaseRecord:
         try:
             d = json.loads(data)
             return cls(str(d["writer"]), int(d["pid"]), str(d["token"]), float(d["expires"]),
-                       float(d["renewed"]))
+                       float(d["renewed"]), str(d.get("system", "")))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -83,7 +122,16 @@ class Lease:
 
     def _record(self, expires: float) -> LeaseRecord:
         now = self.clock()
-        return LeaseRecord(self.identity, os.getpid(), self.token, expires, now)
+        return LeaseRecord(self.identity, os.getpid(), self.token, expires, now, system_id())
+
+    @staticmethod
+    def _holder_gone(current: LeaseRecord) -> bool:
+        """A live lease of another process that may be taken now: its holder ran on this
+        very system and is dead (a daemon killed and restarted), or it is this process."""
+        here = system_id()
+        if not here or current.system != here:
+            return False
+        return current.pid == os.getpid() or not pid_alive(current.pid)
 
     def acquire(self) -> None:
         """Take the lease, or raise LeaseHeldError naming the live holder."""
@@ -92,7 +140,7 @@ class Lease:
             current = LeaseRecord.decode(got[0]) if got is not None else None
             now = self.clock()
             if current is not None and current.token != self.token:
-                if current.expires > now and current.writer != self.identity:
+                if current.expires > now and not self._holder_gone(current):
                     raise LeaseHeldError(
                         f"{self.key}: {current.writer} (pid {current.pid}) is replicating this "
                         f"database name into the bucket (lease renewed "

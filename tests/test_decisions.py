@@ -27,7 +27,7 @@ from bottomless_core import catalog, layout
 from bottomless_core.catalog import BASE_METADATA, PARENT_FRAMES_METADATA
 from bottomless_core.errors import CorruptBackupError, LeaseHeldError, NotFoundError
 from bottomless_core.filestore import FileStore
-from bottomless_core.lease import LeaseRecord, lease_key
+from bottomless_core.lease import LeaseRecord, lease_key, system_id, writer_identity
 from bottomless_core.replicator import ReplicateOptions, ReplicateResult, replicate_once
 from bottomless_core.restore import plan_restore
 from bottomless_core.retention import plan_removal, remove_generations
@@ -260,6 +260,32 @@ def test_foreign_writer_in_the_lease(db: tuple[Path, sqlite3.Connection],
     assert result.new_generation and "written by otherhost:/srv/app.db" in result.reason
     record = LeaseRecord.decode(store.get(lease_key(NAME)))
     assert record is not None and record.writer.endswith(str(path)) and record.expires == 0
+
+
+def test_live_lease_of_the_same_host_and_path(db: tuple[Path, sqlite3.Connection],
+                                              store: FileStore) -> None:
+    """Same host name and path is not enough to take a live lease (cloned machines, one
+    hostname for several containers): only a holder that is provably dead on this system."""
+    path, _ = db
+    me = writer_identity(path.resolve())
+    now = time.time()
+    elsewhere = LeaseRecord(me, 4242, "t0", now + 60, now, "another-boot/pid:[1]")
+    store.put(lease_key(NAME), elsewhere.encode())
+    with pytest.raises(LeaseHeldError, match="pid 4242"):
+        once(path, store)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive_here = LeaseRecord(me, sleeper.pid, "t1", now + 60, now, system_id())
+        store.put(lease_key(NAME), alive_here.encode())
+        with pytest.raises(LeaseHeldError, match=f"pid {sleeper.pid}"):
+            once(path, store)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    dead_here = LeaseRecord(me, sleeper.pid, "t1", now + 60, now, system_id())
+    store.put(lease_key(NAME), dead_here.encode())  # a daemon killed and restarted
+    assert once(path, store).new_generation
+    assert catalog.newest_generation(store, NAME) is not None
 
 
 def test_child_after_our_checkpoint_then_removed_generation(tmp_path: Path,
