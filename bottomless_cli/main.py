@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,6 +45,25 @@ class _Group(click.Group):
         return None
 
 
+class _WholeEnvvar(click.Option):
+    """A repeatable option whose variable is one value, not split on whitespace (crypto.py
+    splits it: a path may hold spaces, a key file's text is several lines). ``keep_empty``:
+    a variable set to "" is that value (refused for a recipient), not unset."""
+
+    def __init__(self, *args: Any, keep_empty: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_empty = keep_empty
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        if self.keep_empty and isinstance(self.envvar, str) and self.envvar in os.environ:
+            return os.environ[self.envvar]
+        return super().resolve_envvar_value(ctx)
+
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        value = self.resolve_envvar_value(ctx)
+        return None if value is None else (value,)
+
+
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     app = ctx.find_object(App)
     if app is not None and app.debug:
@@ -64,13 +85,15 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
               help="The database's name in the bucket (default: the file name of -d).")
 @click.option("-n", "--namespace", help="sqld namespace: same as --db-name ns-NAMESPACE.")
 @click.option("--age-recipient", "age_recipients", multiple=True, metavar="KEY|FILE",
+              cls=_WholeEnvvar, keep_empty=True,
               envvar="LIBSQL_BOTTOMLESS_AGE_RECIPIENT", show_envvar=True,
               help="Encrypt new snapshots and WAL batches with age to this public key (age1...) "
-                   "or the keys in this file; repeatable.")
-@click.option("--age-identity", "age_identities", multiple=True, metavar="FILE",
-              envvar="LIBSQL_BOTTOMLESS_AGE_IDENTITY", show_envvar=True,
+                   "or the keys in this file; repeatable, or several separated by commas.")
+@click.option("--age-identity", "age_identities", multiple=True, metavar="FILE|KEY",
+              cls=_WholeEnvvar, envvar="LIBSQL_BOTTOMLESS_AGE_IDENTITY", show_envvar=True,
               help="age identity file (age-keygen) that decrypts encrypted objects when "
-                   "reading; repeatable. The variable may hold the AGE-SECRET-KEY-1... itself.")
+                   "reading; repeatable. May also be the AGE-SECRET-KEY-1... itself, or a whole "
+                   "key file's text (# lines are skipped).")
 @click.option("--sse", metavar="AES256|aws:kms", envvar="LIBSQL_BOTTOMLESS_SSE",
               show_envvar=True, help="S3 server-side encryption asked for on every upload.")
 @click.option("--sse-kms-key-id", metavar="ID", envvar="LIBSQL_BOTTOMLESS_SSE_KMS_KEY_ID",

@@ -19,8 +19,8 @@ def generation_facts(g: Generation, depth: int | None = 0,
                      encryption: str | None = None) -> dict[str, Any]:
     """Everything ``ls -v`` shows about a generation, as plain values (the --json form).
     ``depth``: parents a restore goes through to reach a snapshot (None: the chain is
-    broken). ``encryption``: "age" or "none" as its data objects show, None when it has
-    none."""
+    broken). ``encryption``: "age", "none" or "mixed" as its data objects show, None when it
+    has none."""
     meta = g.meta
     return {
         "generation": str(g.id),
@@ -78,7 +78,8 @@ def generations_table(console: Console, generations: list[Generation],
             ("snapshot size", "-" if snap is None else f"{snap['size']:,} bytes"),
             ("snapshot last modified",
              _time(g.snapshot.last_modified) if g.snapshot is not None else "-"),
-            ("encryption", {"age": "age (client-side)", "none": "none"}.get(
+            ("encryption", {"age": "age (client-side)", "none": "none",
+                            "mixed": "mixed (some objects age, some not)"}.get(
                 encryption or "", "- (no snapshot or WAL batch)")),
         ]
         for key, value in rows:

@@ -8,7 +8,8 @@
     retention = "7d"                     # keep every point of the last 7 days restorable
     metrics_addr = "127.0.0.1:9090"      # Prometheus /metrics (top level only)
     age_recipient = ["age1..."]          # encrypt snapshots and WAL batches (crypto.py)
-    age_identity = "/etc/bottomless/age-key.txt"  # decrypts them (restore-if-missing)
+    age_identity = "/etc/bottomless/age-key.txt"  # decrypts them (restore-if-missing);
+                                         # relative key files: relative to this file
     sse = "aws:kms"                      # S3 server-side encryption on every upload
     sse_kms_key_id = "arn:aws:kms:..."
     restore_if_missing = true            # restore an empty or missing database first
@@ -131,8 +132,10 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
                            else None),
                 metrics_addr=str(top["metrics_addr"]) if top.get("metrics_addr")
                 else (defaults or {}).get("metrics_addr"),
-                age=AgeKeys.from_options(_strings(merged.get("age_recipient")),
-                                         _strings(merged.get("age_identity"))),
+                age=AgeKeys.from_options(
+                    _strings(merged.get("age_recipient")), _strings(merged.get("age_identity")),
+                    _base(path, "age_recipient", top, entry),
+                    _base(path, "age_identity", top, entry)),
                 sse=ServerSideEncryption.parse(merged.get("sse") or None,
                                                _kms_key(entry, merged)),
                 restore_if_missing=_flag(merged.get("restore_if_missing", False)),
@@ -172,9 +175,16 @@ def _kms_key(entry: dict[str, Any], merged: dict[str, Any]) -> str | None:
     return merged.get("sse_kms_key_id") or None
 
 
+def _base(path: Path, key: str, top: dict[str, Any], entry: dict[str, Any]) -> Path | None:
+    """Where relative key files named by ``key`` are: beside the config file when the file
+    gives them (like database paths), the working directory when the command line does."""
+    return path.parent if key in entry or key in top else None
+
+
 def _strings(value: Any) -> list[str]:
-    """A string or a list of strings (age keys and files)."""
-    if value is None or value == "":
+    """A string or a list of strings (age keys and files; "" stays, an empty recipient is
+    an error)."""
+    if value is None:
         return []
     if isinstance(value, str):
         return [value]

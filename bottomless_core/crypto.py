@@ -22,15 +22,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyrage
 from pyrage import x25519
 
 from . import layout
 from .codec import Readable
-from .errors import BottomlessError, ConfigError, CorruptBackupError
+from .errors import BottomlessError, ConfigError, CorruptBackupError, NotFoundError
 from .objectstore import ObjectStore
+
+if TYPE_CHECKING:
+    from .catalog import Generation
 
 AGE_MAGIC = b"age-encryption.org/v1\n"  # the first line of every (binary) age file
 ARMOR_MAGIC = b"-----BEGIN AGE ENCRYPTED FILE-----"
@@ -38,6 +41,7 @@ RECIPIENT_PREFIX = "age1"
 IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 PIPE_CHUNKS = 16  # pieces (age writes 64 KiB each) in flight between the cipher and its reader
 READ_AHEAD = 1 << 20  # bytes read from the source at a time
+VERDICTS_KEPT = 4096  # generations whose "holds age objects" verdict a store remembers
 
 
 class EncryptionError(BottomlessError):
@@ -60,16 +64,28 @@ def is_data_key(key: str) -> bool:
 
 # --- keys -----------------------------------------------------------------------------------
 
-def parse_recipients(values: Iterable[str]) -> list[x25519.Recipient]:
+def parse_recipients(values: Iterable[str], base: Path | None = None,
+                     ) -> list[x25519.Recipient]:
     """Public keys (``age1...``), or files holding one per line (``#`` comments), as
-    ``age-keygen`` prints them and ``age -R`` reads them."""
+    ``age-keygen`` prints them and ``age -R`` reads them. A value may list several, separated
+    by commas or newlines (a path may contain spaces); an empty one is an error. Relative
+    paths are relative to ``base`` when given (a config file's directory)."""
     out: list[x25519.Recipient] = []
     for value in values:
-        for text in _split(value):
+        items = recipient_items(value)
+        if not items:
+            raise ConfigError("empty age recipient (--age-recipient, "
+                              "LIBSQL_BOTTOMLESS_AGE_RECIPIENT or age_recipient): give a "
+                              "public key (age1...) or a file of them, or leave it out")
+        for text in items:
             if text.startswith(RECIPIENT_PREFIX):
                 out.append(_recipient(text, repr(text)))
                 continue
-            path = Path(text).expanduser()
+            if is_secret_key(text):  # never echo it
+                raise ConfigError("an age recipient is a secret key (an identity, for "
+                                  "--age-identity); --age-recipient takes the public key "
+                                  "(age1..., see age-keygen -y)")
+            path = _path(text, base)
             try:
                 lines = path.read_text().splitlines()
             except OSError as exc:
@@ -80,7 +96,7 @@ def parse_recipients(values: Iterable[str]) -> list[x25519.Recipient]:
             if not keys:
                 raise ConfigError(f"{path}: holds no age recipient (age1...)")
             for n, k in keys:
-                if k.upper().startswith(IDENTITY_PREFIX):  # never echo a secret key
+                if is_secret_key(k):  # never echo a secret key
                     raise ConfigError(f"{path} line {n} is a secret key (an identity, for "
                                       "--age-identity); --age-recipient takes the public key "
                                       "(age1..., see age-keygen -y)")
@@ -88,8 +104,35 @@ def parse_recipients(values: Iterable[str]) -> list[x25519.Recipient]:
     return out
 
 
-def _split(value: str) -> list[str]:
-    return [p for p in value.replace(",", " ").split() if p]
+def recipient_items(value: str) -> list[str]:
+    """The keys and files one recipient value names: split on commas and newlines (``#``
+    lines skipped); a part made only of ``age1...`` words is split on spaces too."""
+    if value.strip().upper().startswith(IDENTITY_PREFIX):  # a secret key: one item, never split
+        return [value.strip()]
+    out: list[str] = []
+    for part in value.replace(",", "\n").splitlines():
+        part = part.strip()
+        if not part or part.startswith("#"):
+            continue
+        words = part.split()
+        out.extend(words if all(w.startswith(RECIPIENT_PREFIX) for w in words) else [part])
+    return out
+
+
+def identity_items(value: str) -> list[str]:
+    """The secret keys and files one identity value names, one a line: a path (spaces
+    allowed), an ``AGE-SECRET-KEY-1...``, or a whole key file's text (``#`` lines skipped)."""
+    return [line.strip() for line in value.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def is_secret_key(text: str) -> bool:
+    return text.upper().startswith(IDENTITY_PREFIX)
+
+
+def _path(text: str, base: Path | None) -> Path:
+    path = Path(text).expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def _recipient(text: str, where: str) -> x25519.Recipient:
@@ -100,29 +143,29 @@ def _recipient(text: str, where: str) -> x25519.Recipient:
                           "(age1...)") from None
 
 
-def load_identities(values: Iterable[str]) -> list[x25519.Identity]:
+def load_identities(values: Iterable[str], base: Path | None = None,
+                    ) -> list[x25519.Identity]:
     """Identity files (as ``age-keygen -o key.txt`` writes them), or a secret key itself
-    (``AGE-SECRET-KEY-1...``, for containers that get it from a secret variable)."""
+    (``AGE-SECRET-KEY-1...``, for containers that get it from a secret variable), or a whole
+    key file's text; see ``identity_items``."""
     out: list[x25519.Identity] = []
     for value in values:
-        text = value.strip()
-        if not text:
-            continue
-        if text.upper().startswith(IDENTITY_PREFIX):
-            out.append(_identity(text, "the secret key given"))
-            continue
-        path = Path(text).expanduser()
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ConfigError(f"age identity file {str(path)!r}: cannot read it "
-                              f"({exc.strerror or exc})") from None
-        keys = [line.strip() for line in lines
-                if line.strip() and not line.strip().startswith("#")]
-        if not keys:
-            raise ConfigError(f"age identity file {str(path)!r} holds no secret key "
-                              "(AGE-SECRET-KEY-1...)")
-        out.extend(_identity(k, f"{path}") for k in keys)
+        for text in identity_items(value):
+            if is_secret_key(text):
+                out.append(_identity(text, "the secret key given"))
+                continue
+            path = _path(text, base)
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"age identity file {str(path)!r}: cannot read it "
+                                  f"({exc.strerror or exc})") from None
+            keys = [line.strip() for line in lines
+                    if line.strip() and not line.strip().startswith("#")]
+            if not keys:
+                raise ConfigError(f"age identity file {str(path)!r} holds no secret key "
+                                  "(AGE-SECRET-KEY-1...)")
+            out.extend(_identity(k, f"{path}") for k in keys)
     return out
 
 
@@ -143,8 +186,11 @@ class AgeKeys:
 
     @classmethod
     def from_options(cls, recipients: Sequence[str] = (), identities: Sequence[str] = (),
+                     recipients_base: Path | None = None, identities_base: Path | None = None,
                      ) -> AgeKeys:
-        return cls(tuple(parse_recipients(recipients)), tuple(load_identities(identities)))
+        """``*_base``: the directory relative file paths are relative to (a config file's)."""
+        return cls(tuple(parse_recipients(recipients, recipients_base)),
+                   tuple(load_identities(identities, identities_base)))
 
     @property
     def encrypting(self) -> bool:
@@ -348,6 +394,10 @@ class EncryptedStore:
         self.raw = raw
         self.keys = keys or AgeKeys()
         self.bucket = raw.bucket
+        self._sealed: dict[str, bool] = {}  # generation prefix -> its data objects are age
+        self._guard = threading.Lock()
+        self.read_sealed = False  # an age object was decrypted through this store
+        self.keep_sealed = False  # then refuse to write plaintext data objects (keep_sealed())
 
     def __repr__(self) -> str:
         return f"EncryptedStore({self.raw!r})"
@@ -375,7 +425,9 @@ class EncryptedStore:
 
     def _plain(self, key: str, data: bytes) -> bytes:
         if is_data_key(key) and data.startswith(AGE_MAGIC):
-            return decrypt(data, key, self.keys.identities)
+            plain = decrypt(data, key, self.keys.identities)
+            self.read_sealed = True
+            return plain
         return data
 
     @contextlib.contextmanager
@@ -389,6 +441,7 @@ class EncryptedStore:
                 yield _ReadOnlyPrefixed(body, head)
                 return
             with decrypting_reader(body, key, self.keys.identities, head) as plain:
+                self.read_sealed = True
                 yield plain
 
     def download(self, key: str, sink: Callable[[bytes], None]) -> int:
@@ -404,16 +457,87 @@ class EncryptedStore:
             if_match: str | None = None, if_none_match: bool = False) -> str:
         if self.keys.encrypting and is_data_key(key):
             data = encrypt(data, self.keys.recipients)
+        elif is_data_key(key):
+            self._writing_plain(key)
         return self.raw.put(key, data, metadata, if_match=if_match,
                             if_none_match=if_none_match)
 
     def upload(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None,
                on_progress: Callable[[int], None] | None = None) -> None:
         if not (self.keys.encrypting and is_data_key(key)):
+            if is_data_key(key):
+                self._writing_plain(key)
             self.raw.upload(key, stream, metadata, on_progress)
             return
         with encrypting_reader(stream, self.keys.recipients) as sealed:
             self.raw.upload(key, sealed, metadata, on_progress)  # type: ignore[arg-type]
+
+
+    # plaintext next to encrypted objects
+    def _writing_plain(self, key: str) -> None:
+        if self.keep_sealed and self.read_sealed:
+            raise ConfigError(f"{key}: what it would hold was read from encrypted (age) "
+                              f"objects; {NEED_RECIPIENT}")
+        self._remember(key.rsplit("/", 1)[0] + "/", False, keep=True)
+
+    def _remember(self, prefix: str, sealed: bool, keep: bool = False) -> None:
+        with self._guard:
+            if keep and prefix in self._sealed:
+                return
+            self._sealed[prefix] = sealed
+            while len(self._sealed) > VERDICTS_KEPT:
+                del self._sealed[next(iter(self._sealed))]
+
+    def refuse_plaintext_into(self, g: Generation, what: str) -> None:
+        """Without recipients: raise ConfigError if ``g``'s snapshot or newest WAL batch is an
+        age file (``what`` would be added to it in plaintext). Reads their first bytes once
+        per generation; one this store wrote plaintext into is known without reading."""
+        if self.keys.encrypting:
+            return
+        prefix = g.key("")
+        sealed = self._sealed.get(prefix)
+        if sealed is None:
+            sample = [g.snapshot.key] if g.snapshot is not None else []
+            if g.batches:
+                sample.append(g.batches[-1][1].key)
+            sealed = any(self._is_sealed(k) for k in sample)
+            self._remember(prefix, sealed)
+        if sealed:
+            raise ConfigError(f"generation {g.id} is encrypted (age) and {what} would be "
+                              f"added to it in plaintext; {NEED_RECIPIENT}")
+
+    def _is_sealed(self, key: str) -> bool:
+        try:
+            return object_encryption(self.raw, key) == "age"
+        except NotFoundError:  # removed since the listing
+            return False
+
+
+NEED_RECIPIENT = ("give --age-recipient (or LIBSQL_BOTTOMLESS_AGE_RECIPIENT, config key "
+                  "age_recipient) with the public key it is encrypted to")
+
+
+def refuse_plaintext_into(storage: ObjectStore, g: Generation,
+                          what: str = "WAL batches") -> None:
+    """Refuse to write plaintext ``what`` into a generation whose objects are encrypted, when
+    no recipient is configured (see ``EncryptedStore.refuse_plaintext_into``)."""
+    if isinstance(storage, EncryptedStore):
+        storage.refuse_plaintext_into(g, what)
+
+
+@contextlib.contextmanager
+def keep_sealed(storage: ObjectStore) -> Iterator[None]:
+    """While inside: if ``storage`` has ever decrypted an age object, writing a plaintext
+    snapshot or WAL batch through it is a ConfigError (what it holds may come from there)."""
+    if not isinstance(storage, EncryptedStore):
+        yield
+        return
+    before = storage.keep_sealed
+    storage.keep_sealed = True
+    try:
+        yield
+    finally:
+        storage.keep_sealed = before
 
 
 class _ReadOnlyPrefixed:

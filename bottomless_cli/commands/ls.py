@@ -79,13 +79,18 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
 
 
 def _encryption(storage: ObjectStore, g: Generation) -> str | None:
-    """"age" or "none", from the first bytes of its smallest data object."""
-    objects = [info for _, info in g.batches]
-    if g.snapshot is not None:
-        objects.append(g.snapshot)
-    if not objects:
+    """"age", "none", or "mixed" when they differ, from the first bytes of its snapshot and
+    of its first and last WAL batch (a cheap sample, not every object)."""
+    sample = [g.snapshot] if g.snapshot is not None else []
+    if g.batches:
+        sample.extend({g.batches[0][1].key: g.batches[0][1],
+                       g.batches[-1][1].key: g.batches[-1][1]}.values())
+    seen: set[str] = set()
+    for info in sample:
+        try:
+            seen.add(object_encryption(storage, info.key))
+        except NotFoundError:  # removed since the listing
+            continue
+    if not seen:
         return None
-    try:
-        return object_encryption(storage, min(objects, key=lambda o: o.size).key)
-    except NotFoundError:  # removed since the listing
-        return None
+    return seen.pop() if len(seen) == 1 else "mixed"
