@@ -23,6 +23,13 @@ BASE_METADATA = "base"  # on .dep of a generation that starts from its own snaps
 GENERATION_METADATA = "generation"
 
 
+def snapshot_metadata(gen: uuid.UUID, sha256: str, wal_frames: int = 0) -> dict[str, str]:
+    """User metadata of a snapshot we upload: digest of the raw image, WAL frames folded into
+    it, and the generation it belongs to."""
+    return {SHA256_METADATA: sha256, FRAMES_METADATA: str(wal_frames),
+            GENERATION_METADATA: str(gen)}
+
+
 def check_owner(key: str, gen: uuid.UUID, metadata: dict[str, str]) -> None:
     """Refuse an object whose metadata says it belongs to another generation."""
     owner = metadata.get(GENERATION_METADATA)

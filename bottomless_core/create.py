@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
-from .catalog import FRAMES_METADATA, SHA256_METADATA, newest_generation
+from .catalog import newest_generation, snapshot_metadata
 from .codec import CHUNK, Codec, Encoder
 from .dbheader import DB_HEADER_SIZE, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
@@ -70,7 +70,7 @@ def create_generation(source: Path, storage: ObjectStore, db_name: str,
         progress.start("upload snapshot", size)
         with open(packed, "rb") as f:
             storage.upload(prefix + layout.snapshot_name(codec), f,
-                           metadata={SHA256_METADATA: digest, FRAMES_METADATA: "0"},
+                           metadata=snapshot_metadata(gen, digest),
                            on_progress=lambda n: progress.advance("upload snapshot", n))
         progress.finish("upload snapshot")
         storage.put(prefix + layout.CHANGE_COUNTER, header.change_counter_bytes)

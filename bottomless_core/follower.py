@@ -26,7 +26,7 @@ from typing import Any
 
 from . import layout
 from .capture import empty_capture
-from .catalog import FRAMES_METADATA, SHA256_METADATA
+from .catalog import snapshot_metadata
 from .database import ReadLock, wal_path
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
@@ -152,8 +152,8 @@ class SnapshotJob(threading.Thread):
                 key = layout.object_key(r.db_name, self.child,
                                         layout.snapshot_name(image.codec))
                 with open(image.path, "rb") as f:
-                    r.storage.upload(key, f, metadata={SHA256_METADATA: image.sha256,
-                                                       FRAMES_METADATA: "0"})
+                    r.storage.upload(key, f, metadata=snapshot_metadata(self.child,
+                                                                        image.sha256))
             finally:
                 discard(image.path)
             r.snapshot_uploaded(self.child, time.time())

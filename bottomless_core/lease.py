@@ -126,12 +126,10 @@ class Lease:
 
     @staticmethod
     def _holder_gone(current: LeaseRecord) -> bool:
-        """A live lease of another process that may be taken now: its holder ran on this
-        very system and is dead (a daemon killed and restarted), or it is this process."""
+        """A live lease of another holder that may be taken now: it ran on this very system
+        and its process is dead (a daemon killed and restarted)."""
         here = system_id()
-        if not here or current.system != here:
-            return False
-        return current.pid == os.getpid() or not pid_alive(current.pid)
+        return bool(here) and current.system == here and not pid_alive(current.pid)
 
     def acquire(self) -> None:
         """Take the lease, or raise LeaseHeldError naming the live holder."""

@@ -71,6 +71,10 @@ def test_snapshot_command_shortens_the_chain(run: Cli, chain: dict, tmp_path: Pa
     assert f"generation {middle}: uploaded a snapshot" in out.stdout
     out = run("--db-name", "app.db", "snapshot", "-g", str(middle))
     assert "already has a snapshot" in out.stdout
+    g = catalog.describe_generation(storage, "app.db", middle)
+    assert g.snapshot is not None
+    info = storage.head(g.snapshot.key)  # it says whose it is: a copy elsewhere is refused
+    assert info is not None and info.metadata["generation"] == str(middle)
     facts = json.loads(run("--db-name", "app.db", "ls", "-v", "--json").stdout)
     assert [f["chain_depth"] for f in facts] == [2, 1, 0, 2, 1, 0]
     # the chain no longer goes back further than the new snapshot, and restores the same
