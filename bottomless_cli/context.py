@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -15,6 +19,22 @@ from bottomless_core.errors import ConfigError
 from bottomless_core.layout import parse_generation
 from bottomless_core.objectstore import ObjectStore, open_store
 from bottomless_core.storage import ServerSideEncryption, Storage
+
+
+def reader_gone() -> NoReturn:
+    """Our output's reader went away (``ls | head``): stop quietly, as a command killed by
+    SIGPIPE does (exit 141), without a second error when Python flushes stdout at exit."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
+class _Console(Console):
+    """rich's console, stopping the way the rest of the CLI does on a closed pipe."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_gone()
 
 
 @dataclass
@@ -29,8 +49,8 @@ class App:
     # the same as given (replicate --config passes them on as the file's defaults)
     age_options: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     sse_options: tuple[str | None, str | None] = (None, None)
-    console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
+    console: Console = field(default_factory=_Console)
+    err: Console = field(default_factory=lambda: _Console(stderr=True))
     _storage: ObjectStore | None = None
 
     @property

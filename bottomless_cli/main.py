@@ -19,7 +19,7 @@ from bottomless_core.storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSide
 from bottomless_core.tempfiles import remove_all_owned
 
 from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify
-from .context import App
+from .context import App, reader_gone
 from .redact import install as install_redaction
 from .redact import redact
 
@@ -32,6 +32,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BottomlessError as exc:
             _fail(ctx, str(exc), exc.exit_code)
+        except BrokenPipeError:
+            reader_gone()
         except KeyboardInterrupt:
             remove_all_owned()
             _fail(ctx, "interrupted", 130)
@@ -153,7 +155,10 @@ def _stop_on_sigterm() -> None:
 
 
 def main() -> None:
-    cli(prog_name="bottomless-cli")
+    try:
+        cli(prog_name="bottomless-cli")
+    except BrokenPipeError:  # while click printed help or a usage error
+        reader_gone()
 
 
 if __name__ == "__main__":  # pragma: no cover
