@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -156,9 +157,20 @@ def _stop_on_sigterm() -> None:
 
 def main() -> None:
     try:
-        cli(prog_name="bottomless-cli")
-    except BrokenPipeError:  # while click printed help or a usage error
+        code = cli.main(prog_name="bottomless-cli", standalone_mode=False)
+    except click.ClickException as exc:  # a usage error: one line, like every other error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no command given: the help itself
+            click.echo(exc.format_message(), err=True)
+        else:
+            click.echo(f"error: {redact(exc.format_message())} (see bottomless-cli -h)",
+                       err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except BrokenPipeError:  # while click printed help
         reader_gone()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

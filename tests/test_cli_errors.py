@@ -196,3 +196,22 @@ def test_debug_shows_traceback(run: Cli, tmp_path: Path) -> None:
     out = run("--debug", "-d", str(tmp_path / "missing.db"), "replicate", "--once", code=1)
     assert "Traceback" in out.stderr
     assert "error: " in out.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-d", "{tmp}", "restore"], "is a directory"),
+    (["restore", "--no-such-option"], "No such option"),
+    (["rm", "--keep-last", "0"], "--keep-last"),
+    (["-d", "{tmp}/app.db", "restore", "-o", "{tmp}"], "is a directory"),
+])
+def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: str) -> None:
+    """Option values click refuses read like every other error (the installed command)."""
+    import subprocess
+    import sys
+
+    argv = [a.format(tmp=tmp_path) for a in args]
+    out = subprocess.run([sys.executable, "-m", "bottomless_cli.main", "-e",
+                          f"file://{tmp_path}/b", *argv], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 2, out
+    _one_error_line(out.stderr, needle)
