@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,9 +208,6 @@ def test_debug_shows_traceback(run: Cli, tmp_path: Path) -> None:
 ])
 def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: str) -> None:
     """Option values click refuses read like every other error (the installed command)."""
-    import subprocess
-    import sys
-
     argv = [a.format(tmp=tmp_path) for a in args]
     out = subprocess.run([sys.executable, "-m", "bottomless_cli.main", "-e",
                           f"file://{tmp_path}/b", *argv], capture_output=True, text=True,
