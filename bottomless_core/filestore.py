@@ -96,7 +96,13 @@ class FileStore:
 
     # --- errors -----------------------------------------------------------------------------
 
-    def _missing_bucket(self) -> BucketNotFoundError:
+    def _missing_bucket(self) -> StorageError:
+        for path in (self.dir, *self.dir.parents):
+            if path.exists():
+                if not path.is_dir():  # a file where the store's directory should be
+                    return StorageError(f"endpoint {self.where}: {path} is a file, not a "
+                                        "directory")
+                break
         return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {self.where} "
                                    f"(no directory {self.dir}; create it, or replicate with "
                                    "--create-bucket)")

@@ -374,6 +374,11 @@ def test_a_missing_bucket_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(StorageError, match="not a directory"):
         FileStore(tmp_path, "file").check_bucket()
+    # an endpoint naming a file (-e file:///srv/app.db): said so, also when creating
+    for call in (FileStore(tmp_path / "file", "bk").ensure_bucket,
+                 FileStore(tmp_path / "file", "bk").check_bucket):
+        with pytest.raises(StorageError, match=f"{tmp_path / 'file'} is a file, not a dir"):
+            call()
 
 
 def test_local_failures_are_one_line(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
