@@ -196,6 +196,11 @@ def test_copy_and_from_dir_bad_inputs(run: Cli, tmp_path: Path, storage: Storage
     err = run("-d", str(db), "copy", "-g", "nope", "--to-dir", str(tmp_path / "c"),
               code=2).stderr
     assert err.startswith("error: not a generation id")
+    unknown = "0190b2c4-0000-7000-8000-000000000000"
+    err = run("-d", str(db), "copy", "-g", unknown, "--to-dir", str(tmp_path / "c"),
+              code=1).stderr
+    assert err.startswith(f"error: generation {unknown}")
+    assert not (tmp_path / "c").exists()  # a failed copy leaves no directory behind
     err = run("-d", str(db), "restore", "--from-dir", str(tmp_path / "missing"), "-o",
               str(tmp_path / "x.db"), code=1).stderr
     assert err.startswith("error: ") and "no such directory" in err
