@@ -29,7 +29,6 @@ from . import layout
 from .capture import WalCapture, WalPosition, capture_wal
 from .catalog import (
     BASE_METADATA,
-    FRAMES_METADATA,
     GENERATION_METADATA,
     PARENT_CHECKSUM_METADATA,
     PARENT_FRAMES_METADATA,
@@ -37,8 +36,10 @@ from .catalog import (
     Generation,
     describe_generation,
     newest_generation,
+    snapshot_metadata,
 )
 from .codec import Codec, compress
+from .crypto import refuse_plaintext_into
 from .database import ReadLock, WriteGate, resolve_db_path, wal_path
 from .dbheader import DbHeader
 from .errors import LocalDatabaseError, NotFoundError, StorageError
@@ -417,8 +418,7 @@ class Replicator:
     def _upload_snapshot(self, g: Generation, snapshot: SnapshotFile,
                          progress: Progress) -> ObjectInfo:
         key = g.key(layout.snapshot_name(snapshot.codec))
-        metadata = {SHA256_METADATA: snapshot.sha256, FRAMES_METADATA: str(snapshot.wal_frames),
-                    GENERATION_METADATA: str(g.id)}
+        metadata = snapshot_metadata(g.id, snapshot.sha256, snapshot.wal_frames)
         progress.start("upload snapshot", snapshot.size)
         with open(snapshot.path, "rb") as f:
             self.storage.upload(key, f, metadata=metadata,
@@ -470,6 +470,8 @@ class Replicator:
         """Ship into the newest generation; return the keys written."""
         g = self.newest
         assert g is not None
+        if capture.new_frames > 0:  # not into an encrypted one without --age-recipient
+            refuse_plaintext_into(self.storage, g)  # (read once per generation)
         if capture.header is not None and capture.new_frames > 0:
             meta = Meta(db_header.page_size, capture.header.checksum)
             if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot

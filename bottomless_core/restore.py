@@ -46,6 +46,7 @@ from .catalog import (
     read_tombstone,
 )
 from .codec import Codec, CodecError, Readable, iter_decompressed, iter_decompressed_stream
+from .crypto import keep_sealed, refuse_plaintext_into
 from .database import check_sqlite_file, open_by_another_process, resolve_db_path
 from .errors import (
     CorruptBackupError,
@@ -684,7 +685,7 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
     the state it starts from through its parents, check it, and upload it as its ``db.*``, so
     that later restores skip the chain (libSQL's ``snapshot`` command). Returns the generation
     and the compressed size uploaded (None when it already had a snapshot)."""
-    from .catalog import FRAMES_METADATA, GENERATION_METADATA
+    from .catalog import snapshot_metadata
     from .codec import Encoder
 
     progress = progress or NoProgress()
@@ -698,6 +699,7 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
     if not g.complete:
         raise CorruptBackupError(f"generation {generation} is incomplete (no {layout.META}): "
                                  "nothing to snapshot")
+    refuse_plaintext_into(storage, g, "a snapshot")  # its parents: keep_sealed below
     image = owned_temp_path(workdir / db_name, "image")
     packed = owned_temp_path(workdir / db_name, "snapshot")
     try:
@@ -712,10 +714,8 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
             dst.write(enc.finish())
         key = g.key(layout.snapshot_name(codec))
         size = packed.stat().st_size
-        with open(packed, "rb") as f:
-            storage.upload(key, f, metadata={SHA256_METADATA: h.hexdigest(),
-                                             FRAMES_METADATA: "0",
-                                             GENERATION_METADATA: str(generation)})
+        with open(packed, "rb") as f, keep_sealed(storage):  # read from age objects: sealed
+            storage.upload(key, f, metadata=snapshot_metadata(generation, h.hexdigest()))
     finally:
         discard(image)
         discard(packed)

@@ -14,6 +14,7 @@ from pyrage import x25519
 from bottomless_core import catalog, layout
 from bottomless_core.crypto import AGE_MAGIC, AgeKeys, EncryptedStore
 from bottomless_core.database import ReadLock
+from bottomless_core.errors import ConfigError
 from bottomless_core.replicator import Replicator
 from bottomless_core.storage import ServerSideEncryption, Storage, StorageConfig
 from tests.conftest import Cli
@@ -149,7 +150,7 @@ def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
     assert catalog.describe_generation(storage, "chain.db", newest).snapshot is None
     keys = ("--age-recipient", str(ident.to_public()), "--age-identity", str(key_file))
     err = run("--db-name", "chain.db", "snapshot", code=2).stderr
-    _one_error(err, "objects are encrypted")
+    _one_error(err, "is encrypted", "--age-recipient")
     run(*keys, "--db-name", "chain.db", "snapshot")
     g = catalog.describe_generation(storage, "chain.db", newest)
     assert g.snapshot is not None and storage.get(g.snapshot.key).startswith(AGE_MAGIC)
@@ -439,3 +440,204 @@ def test_create_encrypted(run: Cli, tmp_path: Path, storage: Storage) -> None:
     target = tmp_path / "r.db"
     run("--age-identity", str(key_file), "--db-name", "seed.db", "restore", "-o", str(target))
     assert dump(target) == expected
+
+
+def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
+                     plain_child: bool = False) -> Path:
+    """chain.db: an encrypted generation and a snapshot-less child; with ``plain_child`` the
+    child's batches were written without a recipient (its parent alone is encrypted)."""
+    db = tmp_path / "chain.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 400)
+    replicator = Replicator(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())))
+    lock = ReadLock(db)
+    try:
+        lock.acquire()
+        replicator.sync(lock)
+        assert replicator.checkpoint(lock).done
+        if plain_child:
+            replicator.storage = EncryptedStore(storage)
+        _marked_rows(conn, 400, start=1000)
+        replicator.sync(lock)
+    finally:
+        replicator.close()
+        lock.close()
+        conn.close()
+    return db
+
+
+@pytest.mark.parametrize("plain_child", [False, True])
+def test_snapshot_of_an_encrypted_chain_needs_a_recipient(
+        run: Cli, tmp_path: Path, storage: Storage, plain_child: bool) -> None:
+    """With the identity but no recipient, `snapshot` refuses (it would upload the rows in
+    the clear), also when only the parent the child restores through is encrypted."""
+    ident, key_file = _key(tmp_path)
+    _encrypted_chain(tmp_path, storage, ident, plain_child)
+    newest = catalog.newest_generation(storage, "chain.db")
+    before = _objects(storage)
+    err = run("--age-identity", str(key_file), "--db-name", "chain.db", "snapshot", "-g",
+              str(newest), code=2).stderr
+    _one_error(err, "--age-recipient")
+    assert "AGE-SECRET-KEY" not in err
+    assert _objects(storage).keys() == before.keys()  # no snapshot uploaded
+    run("--age-identity", str(key_file), "--age-recipient", str(ident.to_public()),
+        "--db-name", "chain.db", "snapshot", "-g", str(newest))
+    g = catalog.describe_generation(storage, "chain.db", newest)
+    assert g.snapshot is not None and storage.get(g.snapshot.key).startswith(AGE_MAGIC)
+
+
+class _CountingStore:
+    """A store that counts the objects opened for reading."""
+
+    def __init__(self, raw: Storage) -> None:
+        self.raw, self.opened = raw, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.raw, name)
+
+    def open_object(self, key: str) -> object:
+        self.opened += 1
+        return self.raw.open_object(key)
+
+
+def test_continuing_an_encrypted_generation_needs_a_recipient(
+        run: Cli, tmp_path: Path, storage: Storage) -> None:
+    ident, _ = _key(tmp_path)
+    enc = ("--age-recipient", str(ident.to_public()))
+    db = tmp_path / "c.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 300)
+    run(*enc, "-d", str(db), "replicate", "--once")
+    _marked_rows(conn, 10, start=5000)
+    run(*enc, "-d", str(db), "replicate", "--once")  # the generation has a batch now
+    _marked_rows(conn, 300, start=10_000)
+    before = _objects(storage).keys()
+    err = run("-d", str(db), "replicate", "--once", "--compression", "raw", code=2).stderr
+    _one_error(err, "is encrypted", "--age-recipient")
+    after = _objects(storage)
+    assert {k for k in after if k not in before} <= {"c.db.lease"}
+    for data in after.values():
+        assert MARK.encode() not in data
+    # the daemon's path: the verdict is read once per generation, not per poll
+    counting = _CountingStore(storage)
+    replicator = Replicator(db, EncryptedStore(counting))  # type: ignore[arg-type]
+    lock = ReadLock(db)
+    try:
+        lock.acquire()
+        for _ in range(3):
+            with pytest.raises(ConfigError, match="--age-recipient"):
+                replicator.sync(lock)
+    finally:
+        replicator.close()
+        lock.close()
+    assert counting.opened == 1  # one read (its snapshot), not one per poll
+    out = run(*enc, "-d", str(db), "replicate", "--once").stdout
+    assert "shipped" in out
+    conn.close()
+
+
+def test_plain_generation_continued_with_a_recipient_is_mixed(
+        run: Cli, tmp_path: Path, storage: Storage) -> None:
+    """The other way round is allowed (restore reads both); ls says "mixed"."""
+    ident, key_file = _key(tmp_path)
+    db = tmp_path / "p.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 100)
+    run("-d", str(db), "replicate", "--once")
+    _marked_rows(conn, 100, start=1000)
+    out = run("--age-recipient", str(ident.to_public()), "-d", str(db), "replicate",
+              "--once").stdout
+    assert "shipped" in out
+    expected = dump_conn(conn)
+    conn.close()
+    assert '"encryption": "mixed"' in run("-d", str(db), "ls", "-v", "--json").stdout
+    assert "mixed" in run("-d", str(db), "ls", "-v").stdout
+    target = tmp_path / "r.db"
+    run("--age-identity", str(key_file), "-d", str(db), "restore", "-o", str(target))
+    assert dump(target) == expected
+
+
+@pytest.mark.parametrize("args,env", [
+    (("--age-recipient", ""), {}),
+    (("--age-recipient", "   "), {}),
+    (("--age-recipient", " , "), {}),
+    ((), {"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": ""}),
+    ((), {"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": "  "}),
+])
+def test_empty_recipient_is_refused(run: Cli, tmp_path: Path, storage: Storage,
+                                    args: tuple[str, ...], env: dict[str, str]) -> None:
+    db = tmp_path / "e.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 10)
+    conn.close()
+    err = run(*args, "-d", str(db), "replicate", "--once", code=2, env=env).stderr
+    _one_error(err, "empty age recipient")
+    assert list(storage.list_objects("")) == []
+
+
+def test_key_variables_are_not_split_on_spaces(run: Cli, tmp_path: Path,
+                                               storage: Storage) -> None:
+    """An identity path with spaces, a whole key file's text in the variable; recipients
+    listed with commas, a recipients file whose path has spaces."""
+    ident, key_file = _key(tmp_path)
+    other = x25519.Identity.generate()
+    spaced = tmp_path / "my keys"
+    spaced.mkdir()
+    id_path = spaced / "my key.txt"
+    id_path.write_text(key_file.read_text())
+    rcpt_path = spaced / "recipients list.txt"
+    rcpt_path.write_text(f"{ident.to_public()}\n")
+    db = tmp_path / "s.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 100)
+    run("-d", str(db), "replicate", "--once",
+        env={"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": f"{rcpt_path}, {other.to_public()}"})
+    _marked_rows(conn, 100, start=1000)
+    run("-d", str(db), "replicate", "--once",
+        env={"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": f"{other.to_public()} {ident.to_public()}"})
+    expected = dump_conn(conn)
+    conn.close()
+    for data in _objects(storage).values():
+        assert MARK.encode() not in data
+    whole = (f"# created: 2024-01-01T00:00:00Z\n# public key: {ident.to_public()}\n"
+             f"{ident}\n")
+    for value in (str(id_path), whole, str(other)):
+        target = tmp_path / "r.db"
+        target.unlink(missing_ok=True)
+        run("-d", str(db), "restore", "-o", str(target),
+            env={"LIBSQL_BOTTOMLESS_AGE_IDENTITY": value})
+        assert dump(target) == expected
+    run("--age-identity", str(id_path), "-d", str(db), "restore", "-o", str(target),
+        "--force")
+    err = run("-d", str(db), "ls", code=2,
+              env={"LIBSQL_BOTTOMLESS_AGE_IDENTITY": "# public key only\nAGE-SECRET-KEY-1X"}
+              ).stderr
+    _one_error(err, "not an X25519 secret key")
+    assert "AGE-SECRET-KEY-1X" not in err
+
+
+def test_config_key_files_are_relative_to_the_config(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key files named in the config file are found beside it, like database paths; given
+    on the command line they stay relative to the working directory. "" is refused."""
+    from bottomless_core.config import load_config
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    ident, _ = _key(conf, "id.txt")
+    (conf / "recipients.txt").write_text(f"{ident.to_public()}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = conf / "b.toml"
+    config.write_text('age_identity = "id.txt"\n[[databases]]\npath = "a.db"\n'
+                      'age_recipient = "recipients.txt"\n')
+    (db,) = load_config(config)
+    assert len(db.age.identities) == 1 and db.age.encrypting
+    config.write_text('[[databases]]\npath = "a.db"\n')
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_config(config, {"age_identity": ["id.txt"]})
+    for bad in ('age_recipient = ""', 'age_recipient = ["  "]', 'age_recipient = " , "'):
+        config.write_text(f'[[databases]]\npath = "a.db"\n{bad}\n')
+        with pytest.raises(ConfigError, match="empty age recipient"):
+            load_config(config)
