@@ -34,8 +34,15 @@ def restore_if_missing(db_path: Path, storage: ObjectStore, db_name: str,
     """Restore (or create) the database if its file is missing or empty; return what was
     done, as one line, or None when the database was there."""
     path = resolve_db_path(db_path) if db_path.is_symlink() else db_path
-    if _size(path) > 0 or _size(wal_path(path)) > 0:
+    if _size(path) > 0:
         return None
+    wal = _size(wal_path(path))
+    if wal > 0:  # an app's WAL without its database: neither restore over it nor start
+        state = "empty" if path.exists() else "missing"
+        raise LocalDatabaseError(f"{path}: the database file is {state} but "
+                                 f"{wal_path(path).name} beside it holds {wal} bytes: "
+                                 "not restoring over them; move both away (or put the "
+                                 "database back) and run again")
     storage.check_bucket()
     was = "empty" if path.exists() else "missing"
     try:

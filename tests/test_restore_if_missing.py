@@ -65,6 +65,14 @@ def test_empty_file_and_empty_bucket(run: Cli, tmp_path: Path, storage: Storage)
     out = run("-d", str(empty), "replicate", "--once", "--restore-if-missing").stdout
     assert "was empty; restored" in out
     assert dump(empty) == expected
+    # a WAL left without its database: said so, and nothing is written over it
+    orphan = tmp_path / "orphan" / "app.db"
+    orphan.parent.mkdir()
+    Path(f"{orphan}-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(100))
+    err = run("-d", str(orphan), "replicate", "--once", "--restore-if-missing",
+              code=1).stderr
+    assert err.startswith("error: ") and "app.db-wal beside it holds 104 bytes" in err
+    assert not orphan.exists() and Path(f"{orphan}-wal").stat().st_size == 104
 
 
 def test_encrypted_backup_needs_the_identity(run: Cli, tmp_path: Path,
