@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .errors import LeaseHeldError, PreconditionFailedError, StorageError
 from .objectstore import ObjectStore
+from .tempfiles import pid_alive
 
 log = logging.getLogger("bottomless.lease")
 
@@ -58,21 +59,6 @@ def system_id() -> str:
     except OSError:
         return ""
     return f"{boot}/{namespace}" if boot else ""
-
-
-def pid_alive(pid: int) -> bool:
-    """Is ``pid`` a running (not zombie) process of this system?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def writer_identity(db_path: Path) -> str:
