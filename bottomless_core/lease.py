@@ -38,6 +38,7 @@ LEASE_SUFFIX = ".lease"
 LEASE_TTL = 60.0  # seconds a lease holds without renewal: a dead writer blocks others this long
 LEASE_RENEW = 15.0  # a running replicator renews this often (four chances before it lapses)
 ACQUIRE_TRIES = 5
+_HELD_TOKENS: set[str] = set()  # tokens of the leases this process holds now
 
 
 def lease_key(db_name: str) -> str:
@@ -104,7 +105,16 @@ class Lease:
         self.previous_writer: str | None = None  # who held it before this process
         self._etag: str | None = None
         self._renewed = 0.0
-        self.held = False
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        self._held = value
+        (_HELD_TOKENS.add if value else _HELD_TOKENS.discard)(self.token)
 
     def _record(self, expires: float) -> LeaseRecord:
         now = self.clock()
@@ -113,9 +123,14 @@ class Lease:
     @staticmethod
     def _holder_gone(current: LeaseRecord) -> bool:
         """A live lease of another holder that may be taken now: it ran on this very system
-        and its process is dead (a daemon killed and restarted)."""
+        and its process is dead (a daemon killed and restarted), or it is this process and no
+        Lease of it holds that token any more (a run whose release failed)."""
         here = system_id()
-        return bool(here) and current.system == here and not pid_alive(current.pid)
+        if not here or current.system != here:
+            return False
+        if current.pid == os.getpid():
+            return current.token not in _HELD_TOKENS
+        return not pid_alive(current.pid)
 
     def acquire(self) -> None:
         """Take the lease, or raise LeaseHeldError naming the live holder."""
