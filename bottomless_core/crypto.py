@@ -488,10 +488,11 @@ class EncryptedStore:
             while len(self._sealed) > VERDICTS_KEPT:
                 del self._sealed[next(iter(self._sealed))]
 
-    def refuse_plaintext_into(self, g: Generation, what: str) -> None:
+    def refuse_plaintext_into(self, g: Generation, what: str, after: bool = False) -> None:
         """Without recipients: raise ConfigError if ``g``'s snapshot or newest WAL batch is an
-        age file (``what`` would be added to it in plaintext). Reads their first bytes once
-        per generation; one this store wrote plaintext into is known without reading."""
+        age file (``what`` would be added to it, or with ``after`` follow it, in plaintext).
+        Reads their first bytes once per generation; one this store wrote plaintext into is
+        known without reading."""
         if self.keys.encrypting:
             return
         prefix = g.key("")
@@ -503,8 +504,9 @@ class EncryptedStore:
             sealed = any(self._is_sealed(k) for k in sample)
             self._remember(prefix, sealed)
         if sealed:
-            raise ConfigError(f"generation {g.id} is encrypted (age) and {what} would be "
-                              f"added to it in plaintext; {NEED_RECIPIENT}")
+            how = "follow it" if after else "be added to it"
+            raise ConfigError(f"generation {g.id} is encrypted (age) and {what} would {how} "
+                              f"in plaintext; {NEED_RECIPIENT}")
 
     def _is_sealed(self, key: str) -> bool:
         try:
@@ -518,11 +520,12 @@ NEED_RECIPIENT = ("give --age-recipient (or LIBSQL_BOTTOMLESS_AGE_RECIPIENT, con
 
 
 def refuse_plaintext_into(storage: ObjectStore, g: Generation,
-                          what: str = "WAL batches") -> None:
-    """Refuse to write plaintext ``what`` into a generation whose objects are encrypted, when
-    no recipient is configured (see ``EncryptedStore.refuse_plaintext_into``)."""
+                          what: str = "WAL batches", after: bool = False) -> None:
+    """Refuse to write plaintext ``what`` into (or, with ``after``, as the next generation
+    after) a generation whose objects are encrypted, when no recipient is configured (see
+    ``EncryptedStore.refuse_plaintext_into``)."""
     if isinstance(storage, EncryptedStore):
-        storage.refuse_plaintext_into(g, what)
+        storage.refuse_plaintext_into(g, what, after)
 
 
 @contextlib.contextmanager

@@ -194,6 +194,9 @@ class Replicator:
                 decision = self._decide(lock, capture, db_header)
                 if decision.action == "new":
                     capture.close()
+                    if self.newest is not None:  # a plaintext snapshot after encrypted ones
+                        refuse_plaintext_into(self.storage, self.newest,
+                                              "a new generation's snapshot", after=True)
                     return self._new_generation(lock, db_header, decision, progress)
                 if decision.action == "child":
                     result = self._create_child(capture)

@@ -10,11 +10,8 @@ database with content is never touched.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from pathlib import Path
 
-from .catalog import describe_generation
-from .crypto import object_encryption
 from .database import resolve_db_path, wal_path
 from .errors import LocalDatabaseError, NotFoundError
 from .objectstore import ObjectStore
@@ -53,22 +50,10 @@ def restore_if_missing(db_path: Path, storage: ObjectStore, db_name: str,
         _create_empty(path)
         return (f"{path}: {was} and no backup of {db_name!r} in bucket "
                 f"{storage.bucket!r}: started with an empty database in WAL mode")
-    line = (f"{path}: was {was}; restored generation {result.generation} ({result.pages} "
+    # (restored from an encrypted backup without --age-recipient: replication then refuses
+    # to add plaintext to it or after it, with one error naming the option)
+    return (f"{path}: was {was}; restored generation {result.generation} ({result.pages} "
             f"pages, {result.frames_applied} frames)")
-    if _was_encrypted(storage, db_name, result.chain[0]) and not _encrypting(storage):
-        line += ("; warning: that backup is encrypted but no --age-recipient is given, so "
-                 "what is replicated from now on is stored in clear")
-    return line
-
-
-def _encrypting(storage: ObjectStore) -> bool:
-    keys = getattr(storage, "keys", None)
-    return bool(keys is not None and keys.encrypting)
-
-
-def _was_encrypted(storage: ObjectStore, db_name: str, gen: uuid.UUID) -> bool:
-    g = describe_generation(storage, db_name, gen, read_metadata=False)
-    return g.snapshot is not None and object_encryption(storage, g.snapshot.key) == "age"
 
 
 def _create_empty(path: Path) -> None:

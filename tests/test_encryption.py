@@ -536,6 +536,31 @@ def test_continuing_an_encrypted_generation_needs_a_recipient(
     conn.close()
 
 
+def test_new_plaintext_generation_after_an_encrypted_one_is_refused(
+        run: Cli, tmp_path: Path, storage: Storage) -> None:
+    """The app checkpointed between runs, so the next run starts a generation with a full
+    snapshot: without the recipient that snapshot would hold every row in the clear."""
+    ident, _ = _key(tmp_path)
+    enc = ("--age-recipient", str(ident.to_public()))
+    db = tmp_path / "n.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 300)
+    run(*enc, "-d", str(db), "replicate", "--once")
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    _marked_rows(conn, 10, start=5000)
+    before = _objects(storage).keys()
+    err = run("-d", str(db), "replicate", "--once", code=2).stderr
+    _one_error(err, "is encrypted", "a new generation's snapshot would follow it",
+               "--age-recipient")
+    after = _objects(storage)
+    assert {k for k in after if k not in before} <= {"n.db.lease"}
+    for data in after.values():
+        assert MARK.encode() not in data
+    out = run(*enc, "-d", str(db), "replicate", "--once").stdout
+    assert "new generation" in out
+    conn.close()
+
+
 def test_plain_generation_continued_with_a_recipient_is_mixed(
         run: Cli, tmp_path: Path, storage: Storage) -> None:
     """The other way round is allowed (restore reads both); ls says "mixed"."""

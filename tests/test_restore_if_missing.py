@@ -95,11 +95,17 @@ def test_encrypted_backup_needs_the_identity(run: Cli, tmp_path: Path,
               "--restore-if-missing").stdout
     assert "restored generation" in out and "warning" not in out
     assert dump(db) == expected
-    # restored without a recipient: said out loud, since new objects would be in clear
+    # restored without a recipient: the database is back, but nothing is replicated in clear
+    # on top of the encrypted backup: one error naming the option
     bare = tmp_path / "bare" / "app.db"
-    out = run("--age-identity", str(key), "-d", str(bare), "replicate", "--once",
-              "--restore-if-missing").stdout
-    assert "warning: that backup is encrypted but no --age-recipient" in out
+    before = sorted((o.key, o.size) for o in storage.list_objects("") if
+                    not o.key.endswith(".lease"))
+    res = run("--age-identity", str(key), "-d", str(bare), "replicate", "--once",
+              "--restore-if-missing", code=2)
+    assert "restored generation" in res.stdout and dump(bare) == expected
+    assert res.stderr.startswith("error: generation ") and "--age-recipient" in res.stderr
+    assert sorted((o.key, o.size) for o in storage.list_objects("") if
+                  not o.key.endswith(".lease")) == before
 
 
 def _caught_up_after(status_file: Path, t: float) -> bool:
