@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bottomless_core import catalog
 from bottomless_core.database import ReadLock
+from bottomless_core.objectstore import ObjectStore
 from bottomless_core.replicator import (
     CheckpointOutcome,
     ReplicateOptions,
@@ -23,7 +24,7 @@ T0 = 1_700_000_000.0
 class Driver:
     """What the Follower does each poll, one call at a time."""
 
-    def __init__(self, db: Path, storage: Storage, db_name: str | None = None) -> None:
+    def __init__(self, db: Path, storage: ObjectStore, db_name: str | None = None) -> None:
         self.now = T0
         self.replicator = Replicator(db, storage, db_name,
                                      ReplicateOptions(clock=lambda: self.now))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bottomless_core import catalog, layout
 from bottomless_core.storage import Storage
+from tests.chains import Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -155,23 +156,17 @@ def test_copy_then_restore_from_dir_without_s3(run: Cli, tmp_path: Path,
 
 def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: Storage) -> None:
     """A daemon's generation without a snapshot is copied with the parents it needs."""
-    from bottomless_core.database import ReadLock
-    from bottomless_core.replicator import Replicator
-
     db = tmp_path / "chain.db"
     conn = open_wal_db(db)
     insert_rows(conn, 200)
-    replicator = Replicator(db, storage)
-    lock = ReadLock(db)
+    d = Driver(db, storage)
     try:
-        lock.acquire()
-        replicator.sync(lock)
-        assert replicator.checkpoint(lock).done
+        d.sync()
+        d.checkpoint()
         insert_rows(conn, 200, start=1000)
-        replicator.sync(lock)
+        d.sync()
     finally:
-        replicator.close()
-        lock.close()
+        d.close()
     expected = dump_conn(conn)
     conn.close()
     newest = catalog.describe_generation(storage, "chain.db",

@@ -17,6 +17,7 @@ from bottomless_core.database import ReadLock
 from bottomless_core.errors import ConfigError
 from bottomless_core.replicator import Replicator
 from bottomless_core.storage import ServerSideEncryption, Storage, StorageConfig
+from tests.chains import Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -132,18 +133,14 @@ def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
     db = tmp_path / "chain.db"
     conn = open_wal_db(db)
     _marked_rows(conn, 400)
-    store = EncryptedStore(storage, AgeKeys((ident.to_public(),), ()))
-    replicator = Replicator(db, store)
-    lock = ReadLock(db)
+    d = Driver(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())))
     try:
-        lock.acquire()
-        replicator.sync(lock)
-        assert replicator.checkpoint(lock).done
+        d.sync()
+        d.checkpoint()
         _marked_rows(conn, 400, start=1000)
-        replicator.sync(lock)
+        d.sync()
     finally:
-        replicator.close()
-        lock.close()
+        d.close()
     expected = dump_conn(conn)
     conn.close()
     newest = catalog.newest_generation(storage, "chain.db")
