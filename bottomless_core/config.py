@@ -17,6 +17,7 @@
     [[databases]]
     path = "/srv/app/app.db"             # relative paths are relative to this file
     db_name = "app"                      # optional: the name in the bucket
+    # namespace = "app"                  # or: the name libSQL finds, "ns-app"
 
     [[databases]]
     path = "/srv/app/audit.db"
@@ -48,7 +49,7 @@ from .objectstore import FILE_SCHEME, file_root
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
 from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 
-_KEYS = {"path", "db_name", "endpoint", "bucket", "compression", "interval",
+_KEYS = {"path", "db_name", "namespace", "endpoint", "bucket", "compression", "interval",
          "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",
          "snapshot_max_chain", "snapshot_interval", "retention", "metrics_addr",
          "age_recipient", "age_identity", "sse", "sse_kms_key_id", "restore_if_missing"}
@@ -96,7 +97,7 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     top = {k: v for k, v in data.items() if k != "databases"}
-    _check_keys(path, "top level", top, _KEYS - {"path", "db_name"})
+    _check_keys(path, "top level", top, _KEYS - {"path", "db_name", "namespace"})
     entries = data.get("databases")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: needs at least one [[databases]] entry with a path")
@@ -112,7 +113,9 @@ def load_config(path: Path, defaults: dict[str, Any] | None = None) -> list[Data
         try:
             out.append(DatabaseConfig(
                 path=db_path,
-                db_name=str(merged.get("db_name") or db_path.name),
+                db_name=str(merged.get("db_name")
+                            or (f"ns-{entry['namespace']}" if entry.get("namespace") else "")
+                            or db_path.name),
                 endpoint=_endpoint(merged.get("endpoint") or None, path.parent,
                                    "endpoint" in entry or "endpoint" in top),
                 bucket=str(merged.get("bucket", DEFAULT_BUCKET)),

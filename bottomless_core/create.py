@@ -10,7 +10,6 @@ snapshot of a generation with no parent: snapshot, ``.changecounter``, ``.meta``
 from __future__ import annotations
 
 import hashlib
-import math
 import socket
 import sqlite3
 import time
@@ -64,7 +63,7 @@ def create_generation(source: Path, storage: ObjectStore, db_name: str,
         progress.finish("snapshot")
         at = time.time()
         newest = newest_generation(storage, db_name)
-        gen = layout.new_generation_id(math.ceil(at * 1000) * 1_000_000, newer_than=newest)
+        gen = layout.generation_for(at, newer_than=newest)
         prefix = layout.generation_prefix(db_name, gen)
         size = packed.stat().st_size
         progress.start("upload snapshot", size)

@@ -133,6 +133,7 @@ class SnapshotJob(threading.Thread):
         self.child = child
         self.stop = stop
         self.created = threading.Event()
+        self.dropped = threading.Event()  # the child will never exist: nothing to upload
         self.pinning = True  # the main file is held as the child starts: nothing can be
         self.ok = False      # checkpointed meanwhile
         self.error: str | None = None
@@ -147,7 +148,7 @@ class SnapshotJob(threading.Thread):
                 self.pinning = False
             try:
                 while not self.created.wait(0.2):
-                    if self.stop.is_set():
+                    if self.stop.is_set() or self.dropped.is_set():
                         return
                 key = layout.object_key(r.db_name, self.child,
                                         layout.snapshot_name(image.codec))
@@ -175,10 +176,12 @@ class Follower:
         self._backoff = 0.0
         self._checkpoint_not_before = 0.0
         self._warned = False
+        self._noted_page_size = False
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
+        replicator.on_child_dropped = self._child_dropped
         replicator.on_behind = self._behind
         self._poll_started = 0.0
 
@@ -223,6 +226,12 @@ class Follower:
         status.batches_shipped += result.batches_shipped
         status.last_frame = result.last_frame
         status.wal_frames = result.wal_frames
+        if result.page_size and not self._noted_page_size:
+            self._noted_page_size = True
+            note = layout.libsql_page_size_note(result.page_size)
+            if note is not None:
+                log.warning("db=%s event=libsql_page_size page_size=%d: %s", status.db_name,
+                            result.page_size, note)
         status.chain_depth = self.replicator.chain.depth
         if result.caught_up:
             status.last_success = started
@@ -313,6 +322,10 @@ class Follower:
     def _child_created(self, child: uuid.UUID) -> None:
         if self._job is not None and self._job.child == child:
             self._job.created.set()
+
+    def _child_dropped(self, child: uuid.UUID) -> None:
+        if self._job is not None and self._job.child == child:
+            self._job.dropped.set()
 
     def _reap_job(self) -> None:
         job = self._job

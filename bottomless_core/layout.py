@@ -5,6 +5,7 @@ See docs/format.md. Pure: names and bytes in, values out.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -19,6 +20,7 @@ from .wal import Checksum
 # Generation ids embed (REVERSE_EPOCH_SECS - now) so that newer generations sort first.
 REVERSE_EPOCH_SECS = 253370761200
 _NANOS_MAX = 999_999_999
+WHOLE_SECOND_MILLIS = _NANOS_MAX // 1_000_000  # the millisecond field of a time S.000
 
 META = ".meta"
 CHANGE_COUNTER = ".changecounter"
@@ -57,14 +59,36 @@ def new_generation_id(unix_ns: int | None = None, newer_than: uuid.UUID | None =
     return generation_from_millis(millis)
 
 
+def generation_for(at: float, newer_than: uuid.UUID | None = None) -> uuid.UUID:
+    """The id of a generation we create at ``at`` (unix seconds).
+
+    Its time is a whole second: the one at or after ``at``, and later than ``newer_than``'s
+    second (the current newest, which it must sort before). libSQL's restore compares
+    generation times in whole seconds (``latest_generation_before``), so a time with a
+    fraction would let it pick, for a T in that second, a generation holding commits made
+    after T; a whole second at or after every commit the generation starts from cannot.
+    """
+    secs = math.ceil(at)
+    if newer_than is not None:
+        secs = max(secs, math.floor(generation_time(newer_than).timestamp()) + 1)
+    return generation_from_millis(_reversed_millis(secs * 1_000_000_000))
+
+
 def generation_millis(gen: uuid.UUID) -> int:
     return int.from_bytes(gen.bytes[:6], "big")
 
 
 def generation_time(gen: uuid.UUID) -> datetime:
-    """The (UTC, millisecond precision) creation time encoded in a generation id."""
+    """The (UTC, millisecond precision) creation time encoded in a generation id.
+
+    A whole second (what ``generation_for`` encodes) reads back as that second: the
+    reversal turns nanos 0 into the millisecond field 999, which would read back as
+    S.000999; the ids libSQL and older versions wrote keep their millisecond.
+    """
     millis = generation_millis(gen)
     secs = REVERSE_EPOCH_SECS - millis // 1000
+    if millis % 1000 == WHOLE_SECOND_MILLIS:
+        return datetime.fromtimestamp(secs, tz=UTC)
     nanos = _NANOS_MAX - (millis % 1000) * 1_000_000
     return datetime.fromtimestamp(secs + nanos / 1e9, tz=UTC)
 
@@ -75,6 +99,20 @@ def parse_generation(text: str) -> uuid.UUID:
     if str(gen) != text.strip().lower():
         raise ValueError(f"not a hyphenated UUID: {text!r}")
     return gen
+
+
+# --- what libSQL's restore can read -----------------------------------------------------------
+
+LIBSQL_PAGE_SIZE = 4096  # the only page size libSQL's restore handles (format.md, "libSQL")
+
+
+def libsql_page_size_note(page_size: int) -> str | None:
+    """One line for a user whose database libSQL's own restore cannot rebuild, else None."""
+    if page_size == LIBSQL_PAGE_SIZE:
+        return None
+    return (f"the database has {page_size}-byte pages: bottomless-cli restores it, but "
+            f"libSQL's restore handles only {LIBSQL_PAGE_SIZE}-byte pages (a bug in libSQL, "
+            "docs/format.md)")
 
 
 # --- keys -----------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class ReplicateResult:
     snapshot_bytes: int = 0
     last_frame: int = 0  # frames of the generation now in the bucket
     wal_frames: int = 0  # committed frames in the local WAL
+    page_size: int = 0  # of the local database
     caught_up: bool = True  # everything committed when the sync began is in the bucket
 
     @property
@@ -131,6 +132,36 @@ class ChainState:
     since: float = field(default_factory=time.time)  # when that snapshot was taken
 
 
+def batches_to_ship(stored: list[tuple[BatchKey, ObjectInfo]], first: int, last: int,
+                    per_batch: int, stamp: int, codec: Codec) -> list[BatchKey]:
+    """The batches that give frames ``first..last`` to a generation holding ``stored``: only
+    frames no stored batch has, so that no two batches ever overlap (libSQL's restore stops,
+    silently, at a batch that does not start right after the last frame it applied).
+
+    A hole left by a ship cut short is filled with frames committed before those of the
+    batch after it, so the refill is stamped no later than that batch: stamps then still
+    grow in listing order, and a restore at T that reaches the batch after the hole reaches
+    the refill too.
+    """
+    covered = sorted((k.first, k.last, k.timestamp) for k, _ in stored)
+    keys: list[BatchKey] = []
+    frame = first
+    i = 0
+    while frame <= last:
+        while i < len(covered) and covered[i][1] < frame:
+            i += 1
+        if i < len(covered) and covered[i][0] <= frame:  # frame is stored already
+            frame = covered[i][1] + 1
+            continue
+        end = min(last, covered[i][0] - 1) if i < len(covered) else last
+        when = min(stamp, covered[i][2]) if i < len(covered) else stamp
+        while frame <= end:
+            upto = min(end, frame + per_batch - 1)
+            keys.append(BatchKey(frame, upto, when, codec))
+            frame = upto + 1
+    return keys
+
+
 def default_db_name(db_path: Path) -> str:
     return db_path.name
 
@@ -158,6 +189,9 @@ class Replicator:
         self._tail: tuple[WalCapture, float] | None = None  # frames caught at our checkpoint
         self._pending_continuity: Continuity | None = None
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
+        # the child a checkpoint promised will not be written (a snapshot job waiting for it
+        # can stop)
+        self.on_child_dropped: Callable[[uuid.UUID], None] | None = None
         self.db_bytes = 0  # size of the database at the last commit seen (WAL included)
         self.on_behind: Callable[[], None] | None = None  # committed frames found, shipping
 
@@ -206,6 +240,7 @@ class Replicator:
                     result = ReplicateResult(newest.id, False, decision.reason,
                                              last_frame=newest.last_frame)
                 result.wal_frames = capture.frame_count
+                result.page_size = db_header.page_size
                 if capture.db_size and capture.header is not None:
                     self.db_bytes = capture.db_size * capture.header.page_size
                 if decision.action != "wait":
@@ -280,12 +315,21 @@ class Replicator:
         c = self._continuity
         if c is not None:
             if not lock.held or lock.epoch != c.epoch:
-                self._continuity = None  # the read transaction let go: no longer proven
+                self._forget_continuity()  # the read transaction let go: no longer proven
             elif header is None or header.checksum == c.old_header:
                 return _Decision("continue", "no new WAL cycle since our checkpoint")
             elif capture.frame_count == 0:
                 return _Decision("wait", "new WAL cycle has no committed frame yet")
             elif header.page_size == c.page_size:
+                # A child restores through its parent: one removed since (rm -g) would leave
+                # a chain no restore can follow, so the child gets a snapshot instead.
+                if not self.storage.exists(layout.object_key(self.db_name, c.parent,
+                                                             layout.META)):
+                    self._forget_continuity()
+                    log.warning("db=%s event=parent_removed generation=%s: starting a "
+                                "generation with a snapshot", self.db_name, c.parent)
+                    return _Decision("new", f"generation {c.parent} was removed from the "
+                                            "bucket before its child was written", dep=False)
                 return _Decision("child", "continues its parent after our checkpoint")
         if not newest.complete:
             return _Decision("new", f"generation {newest.id} is incomplete (no .meta)")
@@ -365,7 +409,7 @@ class Replicator:
         now, then those frames (so that the generation's WAL chain starts at frame 1), then
         ``.meta``."""
         parent = self.newest if decision.dep else None
-        self._continuity = None
+        self._forget_continuity()
         self._drop_tail()
         index = lock.wal_index()
         capture = capture_wal(wal_path(self.db_path), None, index)
@@ -381,8 +425,8 @@ class Replicator:
                 # Only an empty WAL guarantees no checkpoint wrote into the file meanwhile.
                 same = (before if capture.frame_count == 0 and lock.fingerprint() == before
                         else None)
-                gen = layout.new_generation_id(math.ceil(at * 1000) * 1_000_000,
-                                               newer_than=parent.id if parent else None)
+                gen = layout.generation_for(at, newer_than=self.newest.id if self.newest
+                                            else None)
                 meta = Meta(db_header.page_size,
                             capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
                 g = Generation(self.db_name, gen, snapshot_codec=snapshot.codec,
@@ -394,7 +438,8 @@ class Replicator:
                 discard(snapshot.path)
             result = ReplicateResult(gen, True, decision.reason,
                                      snapshot_bytes=snapshot.size,
-                                     wal_frames=capture.frame_count)
+                                     wal_frames=capture.frame_count,
+                                     page_size=db_header.page_size)
             self.newest, self._position, self._same_as_snapshot = g, None, same
             self._created = gen
             self._ship(g, capture, math.ceil(at), result, progress)
@@ -490,8 +535,8 @@ class Replicator:
 
     def _ship(self, g: Generation, capture: WalCapture, stamp: int, result: ReplicateResult,
               progress: Progress) -> None:
-        """Upload the captured frames as numbered batches (several in flight), recording each
-        as it lands, in frame order."""
+        """Upload the captured frames the generation lacks as numbered batches (several in
+        flight), recording each as it lands, in frame order."""
         header = capture.header
         if header is None:
             return
@@ -499,9 +544,11 @@ class Replicator:
             frame_size = capture.frame_size
             per_batch = max(1, min(self.options.max_batch_frames,
                                    self.options.max_batch_bytes // frame_size))
-            progress.start("upload frames", capture.new_frames, unit="frames")
-            capture.frames.seek(0)
             codec = self.options.codec
+            keys = batches_to_ship(g.batches, capture.skipped + 1, capture.frame_count,
+                                   per_batch, stamp, codec)
+            todo = sum(k.last - k.first + 1 for k in keys)
+            progress.start("upload frames", todo, unit="frames")
 
             def upload(key: BatchKey, data: bytes) -> ObjectInfo:
                 body = compress(data, codec)
@@ -511,16 +558,16 @@ class Replicator:
 
             threads = max(1, self.options.upload_threads)
             window: deque[tuple[BatchKey, Future[ObjectInfo]]] = deque()
+            pending = iter(keys)
             with ThreadPoolExecutor(threads, thread_name_prefix="ship") as pool:
                 try:
-                    first = capture.skipped + 1
-                    while first <= capture.frame_count or window:
-                        while first <= capture.frame_count and len(window) < threads:
-                            last = min(capture.frame_count, first + per_batch - 1)
-                            data = capture.frames.read((last - first + 1) * frame_size)
-                            key = BatchKey(first, last, stamp, codec)
-                            window.append((key, pool.submit(upload, key, data)))
-                            first = last + 1
+                    nxt = next(pending, None)
+                    while nxt is not None or window:
+                        while nxt is not None and len(window) < threads:
+                            capture.frames.seek((nxt.first - capture.skipped - 1) * frame_size)
+                            data = capture.frames.read((nxt.last - nxt.first + 1) * frame_size)
+                            window.append((nxt, pool.submit(upload, nxt, data)))
+                            nxt = next(pending, None)
                         key, fut = window.popleft()
                         info = fut.result()
                         g.batches.append((key, info))
@@ -533,6 +580,7 @@ class Replicator:
                 finally:
                     for _, fut in window:
                         fut.cancel()
+                    g.batches.sort(key=lambda b: (b[0].first, b[0].last))
             progress.finish("upload frames")
         result.last_frame = g.last_frame
         self._position = WalPosition(header.checksum, capture.frame_count, capture.checksum)
@@ -556,6 +604,11 @@ class Replicator:
         newest, position = self.newest, self._position
         if (newest is None or position is None or self._tail is not None
                 or self._continuity is not None or not lock.held):
+            return CheckpointOutcome(False)
+        if self.options.clock() <= newest.created.timestamp():
+            # At most one generation a second: the child's time is a whole second after its
+            # parent's (layout.generation_for), so an earlier checkpoint would date the child
+            # after its first commits and blur point-in-time restores. Try at the next poll.
             return CheckpointOutcome(False)
         gate = WriteGate(self.db_path)
         if not gate.try_enter(busy_ms):
@@ -587,7 +640,7 @@ class Replicator:
             gate.leave()
         parent_stamp = max((k.timestamp for k, _ in newest.batches), default=0)
         child_time = max(math.ceil(at), parent_stamp)
-        child = layout.new_generation_id(child_time * 1_000_000_000, newer_than=newest.id)
+        child = layout.generation_for(child_time, newer_than=newest.id)
         self._pending_continuity = Continuity(
             newest.id, tail.frame_count, tail.checksum, header.checksum, child,
             change_counter, header.page_size, lock.epoch)
@@ -609,15 +662,6 @@ class Replicator:
         if newest is None or newest.id != c.parent:
             self._drop_tail()
             return
-        shipped = newest.contiguous_frame
-        if shipped > tail.skipped:  # some of it landed before a failure: ship the rest
-            frame_size = tail.frame_size
-            tail.frames.seek((shipped - tail.skipped) * frame_size)
-            rest = tail.frames.read()
-            tail.frames.seek(0)
-            tail.frames.truncate()
-            tail.frames.write(rest)
-            tail.skipped = min(shipped, tail.frame_count)
         result = ReplicateResult(newest.id, False, "tail")
         self._ship(newest, tail, math.ceil(at), result, progress)
         tail.close()
@@ -627,7 +671,15 @@ class Replicator:
     def _drop_tail(self) -> None:
         if self._tail is not None:
             self._tail[0].close()
+        if self._pending_continuity is not None and self.on_child_dropped is not None:
+            self.on_child_dropped(self._pending_continuity.generation)
         self._tail, self._pending_continuity = None, None
+
+    def _forget_continuity(self) -> None:
+        """The proven continuation is off: its child will not be written."""
+        c, self._continuity = self._continuity, None
+        if c is not None and self.on_child_dropped is not None:
+            self.on_child_dropped(c.generation)
 
     def snapshot_uploaded(self, generation: uuid.UUID, when: float) -> None:
         """A snapshot of ``generation`` landed (taken off the hot path): the chain restarts

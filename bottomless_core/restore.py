@@ -83,6 +83,13 @@ class RestoreResult:
     path: Path | None = None
     notes: list[str] = field(default_factory=list)  # what a user should know about the choice
     damaged: str | None = None  # why the restore had to stop early (a missing batch)
+    overlaps: list[str] = field(default_factory=list)  # batches repeating earlier frames
+    overlap_note: str | None = None  # what a user should know about them
+
+    @property
+    def warnings(self) -> list[str]:
+        """The notes that say the backup is damaged (``verify`` fails on them)."""
+        return [n for n in (self.damaged, self.overlap_note) if n is not None]
 
 
 @dataclass
@@ -377,11 +384,13 @@ class _Span:
 
 
 def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
-           ) -> tuple[list[_Span], str | None]:
-    """What to apply of each generation; and, when a batch is missing where nothing later
-    depends on what follows it, why the walk stops there."""
+           ) -> tuple[list[_Span], str | None, list[str]]:
+    """What to apply of each generation; when a batch is missing where nothing later
+    depends on what follows it, why the walk stops there; and the batches whose frames
+    overlap an earlier batch's (applied once here, but where libSQL's restore stops)."""
     spans = []
     gap: str | None = None
+    overlaps: list[str] = []
     for i, g in enumerate(chain):
         if base_only and i == len(chain) - 1:
             break
@@ -414,6 +423,9 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
                     gap = f"{missing}: restored up to the last commit before frame {reached + 1}"
                     cut = True
                     break
+                if key.first <= reached:
+                    overlaps.append(f"{obj.key} repeats frames {key.first}.."
+                                    f"{min(key.last, reached)} of generation {g.id}")
                 if key.last <= reached:
                     batches.append((key, obj))  # a repeat, checked and skipped
                     continue
@@ -429,7 +441,7 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
         spans.append(_Span(g, batches, upto, expect, cut))
         if cut:
             break  # later generations start after frames we may not apply
-    return spans, gap
+    return spans, gap, overlaps
 
 
 def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
@@ -438,7 +450,13 @@ def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
     verified, each page written once per group of committed frames."""
     cutoff = utc_time.timestamp() if utc_time is not None else None
     chain = plan.chain
-    spans, gap = _spans(chain, cutoff, plan.base_only)
+    spans, gap, overlaps = _spans(chain, cutoff, plan.base_only)
+    result.overlaps = overlaps
+    if overlaps:
+        result.overlap_note = (f"{len(overlaps)} WAL batches overlap earlier ones (first: "
+                               f"{overlaps[0]}): applied once here, but libSQL's restore "
+                               "stops at the first of them")
+        result.notes.append(result.overlap_note)
     if gap is not None:
         result.damaged = gap
         result.notes.append(gap)

@@ -43,10 +43,12 @@ class RemovalResult:
 
 def plan_removal(storage: ObjectStore, db_name: str, generation: uuid.UUID | None = None,
                  older_than: datetime | None = None, keep_last: int | None = None,
-                 ) -> RemovalPlan:
+                 force: bool = False) -> RemovalPlan:
     """Which generations ``rm -g`` / ``rm --older-than`` / ``rm --keep-last`` may delete, and
     which must stay (and why). One listing of the database's objects, plus the ``.dep`` of
-    snapshot-less generations that might restore through a candidate."""
+    snapshot-less generations that might restore through a candidate. ``-g`` of the newest
+    generation needs ``force`` (a running replicator's next generation may restore through
+    it: it then starts one with a snapshot instead)."""
     index = bucket_index(storage, db_name)  # newest first
     by_id = {s.id: s for s in index}
     plan = RemovalPlan()
@@ -55,6 +57,12 @@ def plan_removal(storage: ObjectStore, db_name: str, generation: uuid.UUID | Non
             raise NotFoundError(f"generation {generation} of {db_name!r} not found in bucket "
                                 f"{storage.bucket!r}")
         candidates = [generation]
+        if generation == index[0].id and not force:
+            candidates = []
+            plan.keep.append((generation, "it is the newest generation (restore would go back "
+                                          "to the one before it, and a running replicator "
+                                          "starts a new one with a full snapshot); use "
+                                          "--force to remove it anyway"))
     elif older_than is not None or keep_last is not None:
         candidates = _aged_out(storage, db_name, index, older_than, keep_last, plan)
     else:

@@ -62,3 +62,11 @@ def test_config_and_database_are_exclusive(run: Cli, tmp_path: Path) -> None:
     path = _write(tmp_path, "[[databases]]\npath = 'a.db'\n")
     out = run("-d", str(tmp_path / "a.db"), "replicate", "--config", str(path), code=2)
     assert "not both" in out.stderr
+
+
+def test_namespace_gives_the_name_libsql_finds(tmp_path: Path) -> None:
+    """libSQL's readers only address names starting with ns- (issue 15)."""
+    path = _write(tmp_path, "[[databases]]\npath = 'a.db'\nnamespace = 'tenant1'\n"
+                            "[[databases]]\npath = 'b.db'\n")
+    a, b = load_config(path)
+    assert a.db_name == "ns-tenant1" and b.db_name == "b.db"

@@ -162,9 +162,9 @@ def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: St
     d = Driver(db, storage)
     try:
         d.sync()
-        d.checkpoint()
+        d.at(10).checkpoint()
         insert_rows(conn, 200, start=1000)
-        d.sync()
+        d.at(20).sync()
     finally:
         d.close()
     expected = dump_conn(conn)

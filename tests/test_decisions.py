@@ -4,6 +4,8 @@ keeps, which chain restore uses. Plus the CLI end to end with ``-e file://``."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -25,7 +27,12 @@ import bottomless_cli.context
 from bottomless_cli.main import cli
 from bottomless_core import catalog, layout
 from bottomless_core.catalog import BASE_METADATA, PARENT_FRAMES_METADATA
-from bottomless_core.errors import CorruptBackupError, LeaseHeldError, NotFoundError
+from bottomless_core.errors import (
+    CorruptBackupError,
+    LeaseHeldError,
+    NotFoundError,
+    StorageError,
+)
 from bottomless_core.filestore import FileStore
 from bottomless_core.lease import LeaseRecord, lease_key, system_id, writer_identity
 from bottomless_core.replicator import ReplicateOptions, ReplicateResult, replicate_once
@@ -149,6 +156,160 @@ def test_gap_is_refilled_while_the_wal_still_holds_it(db: tuple[Path, sqlite3.Co
     again = newest(store)
     assert again.contiguous_frame == again.last_frame
     assert restored(store, tmp_path / "r.db") == dump_conn(conn)
+
+
+def _ranges(g: catalog.Generation) -> list[tuple[int, int]]:
+    return [(k.first, k.last) for k, _ in g.batches]
+
+
+def _no_overlaps(g: catalog.Generation) -> None:
+    """Batches follow each other exactly (libSQL's restore stops at one that does not)."""
+    ranges = _ranges(g)
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges)), ranges
+    assert ranges[0][0] == 1
+
+
+def test_refill_ships_only_the_missing_frames(db: tuple[Path, sqlite3.Connection],
+                                             store: FileStore) -> None:
+    """Issue 15: the refill used to re-ship every frame after the hole under a new stamp, so
+    two batches held the same frames and libSQL's restore stopped at the second (silently,
+    132 of 160 rows). Now exactly the hole is shipped, stamped no later than the batch after
+    it (stamps keep growing in listing order)."""
+    path, conn = db
+    g = _generation_with_a_gap(path, conn, store)
+    lost = g.batches[1][0]
+    once(path, store, 20)
+    again = newest(store)
+    _no_overlaps(again)
+    refill = next(k for k, _ in again.batches if k.first == lost.first)
+    assert (refill.first, refill.last) == (lost.first, lost.last)
+    assert refill.timestamp <= again.batches[2][0].timestamp
+    stamps = [k.timestamp for k, _ in again.batches]
+    assert stamps == sorted(stamps)
+
+
+class _FailingPuts(FileStore):
+    """A bucket whose ``put`` fails after ``allowed`` more calls (a process killed mid-ship)."""
+
+    allowed = 1 << 30
+
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, *,
+            if_match: str | None = None, if_none_match: bool = False) -> str:
+        if layout.BatchKey.parse(key.rsplit("/", 1)[-1]) is not None:
+            if self.allowed <= 0:
+                raise StorageError("killed")
+            self.allowed -= 1
+        return super().put(key, data, metadata, if_match=if_match,
+                           if_none_match=if_none_match)
+
+
+def test_refill_cut_short_at_every_batch_leaves_no_overlap(tmp_path: Path) -> None:
+    """The refill is one PUT per missing batch: cut after any of them, the bucket still has
+    no overlapping ranges, the next run finishes it, and the restore is the whole WAL."""
+    for cut in range(4):
+        root = tmp_path / f"cut{cut}"
+        root.mkdir()
+        path = root / NAME
+        conn = open_wal_db(path)
+        insert_rows(conn, 20)
+        store = _FailingPuts(root / "backups", "bucket")
+        store.create_bucket()
+        once(path, store, max_batch_frames=2)
+        insert_rows(conn, 40, start=100, size=400)
+        once(path, store, 10, max_batch_frames=2)
+        g = newest(store)
+        holes = [g.batches[i][1].key for i in (1, 3, 5)]  # three holes, like parallel uploads
+        store.delete_many(holes)
+        store.allowed = cut
+        with contextlib.suppress(StorageError):
+            once(path, store, 20, max_batch_frames=2)
+        store.allowed = 1 << 30
+        ranges = _ranges(newest(store))
+        assert all(b[0] > a[1] for a, b in itertools.pairwise(ranges)), ranges
+        once(path, store, 30, max_batch_frames=2)
+        _no_overlaps(newest(store))
+        assert restored(store, root / "r.db") == dump_conn(conn)
+        conn.close()
+
+
+def test_overlapping_batches_restore_once_and_verify_reports_them(
+        db: tuple[Path, sqlite3.Connection], store: FileStore, tmp_path: Path) -> None:
+    """A bucket written by an older version (a refill that repeated frames): restore applies
+    them once and says so; verify calls it damage (libSQL's restore stops there)."""
+    from bottomless_core.restore import restore
+
+    path, conn = db
+    g = _generation_with_a_gap(path, conn, store)
+    once(path, store, 20)  # refilled: no overlap now, so make one as the old code did
+    k, _info = newest(store).batches[1]
+    repeat = layout.BatchKey(k.first, newest(store).batches[2][0].last, k.timestamp + 5,
+                             k.codec)
+    from bottomless_core.codec import compress, decompress
+
+    frames = b"".join(decompress(store.get(i.key), key.codec)
+                      for key, i in newest(store).batches[1:3])
+    store.put(g.key(repeat.name), compress(frames, repeat.codec))
+    out = tmp_path / "o.db"
+    result = restore(store, NAME, out)
+    assert result.overlaps and result.overlap_note in result.warnings
+    assert dump(out) == dump_conn(conn)
+    root = store.dir.parent
+    res = _cli("-e", f"file://{root}", "-b", "bucket", "--db-name", NAME, "verify", code=1)
+    assert "overlap" in res.stderr, res.stderr
+
+
+def test_generation_times_are_whole_seconds_at_or_after_the_snapshot(
+        db: tuple[Path, sqlite3.Connection], store: FileStore, tmp_path: Path) -> None:
+    """Issue 15: libSQL compares generation times in whole seconds; a snapshot generation
+    made at T0+0.4 carried T0+0.4 and was taken for a restore at T0 (with 32 later commits).
+    Every generation we create now has a whole-second time at or after what it holds, and
+    our restore compares the same way (a generation of second S is chosen at T = S)."""
+    path, conn = db
+    first = once(path, store, 0.4)
+    assert layout.generation_time(first.generation) == when(1)
+    insert_rows(conn, 5, start=900)
+    restart_wal(conn, 950)
+    second = once(path, store, 1.2)  # same second as the first's time: one second later
+    assert second.new_generation
+    assert layout.generation_time(second.generation) == when(2)
+    assert str(second.generation) < str(first.generation)
+    with pytest.raises(NotFoundError):
+        restored(store, tmp_path / "r.db", utc_time=when(0))
+    assert plan_restore(store, NAME, utc_time=when(1)).generation.id == first.generation
+    assert plan_restore(store, NAME, utc_time=when(2)).generation.id == second.generation
+    assert restored(store, tmp_path / "r.db", utc_time=when(2)) == dump_conn(conn)
+
+
+def test_child_of_a_removed_parent_gets_a_snapshot(tmp_path: Path, store: FileStore) -> None:
+    """Issue 16: ``rm -g --force`` of the newest generation between our checkpoint and the
+    next write used to leave a child whose parent was gone (restore failed, children piled
+    up on it). The daemon now checks the parent before the child and takes a snapshot."""
+    path = tmp_path / NAME
+    conn = open_wal_db(path)
+    d = Driver(path, store)
+    dropped: list[uuid.UUID] = []
+    d.replicator.on_child_dropped = dropped.append
+    try:
+        insert_rows(conn, 10)
+        parent = d.at(0).sync()
+        outcome = d.at(10).checkpoint()
+        remove_generations(store, NAME, plan_removal(store, NAME, generation=parent.generation,
+                                                     force=True))
+        insert_rows(conn, 5, start=100)
+        result = d.at(20).sync()
+        assert result.new_generation and not result.snapshotless, result
+        assert result.reason == (f"generation {parent.generation} was removed from the bucket "
+                                 "before its child was written")
+        assert dropped == [outcome.child]
+        g = newest(store)
+        assert g.snapshot is not None and g.parent is None
+        assert restored(store, tmp_path / "r.db") == dump_conn(conn)
+        insert_rows(conn, 5, start=200)
+        d.at(30).sync()
+        assert restored(store, tmp_path / "r.db") == dump_conn(conn)
+    finally:
+        d.close()
+        conn.close()
 
 
 def test_gap_the_wal_no_longer_holds_starts_a_generation(
@@ -312,7 +473,9 @@ def test_child_after_our_checkpoint_then_removed_generation(tmp_path: Path,
         assert restored(store, tmp_path / "r.db") == dump_conn(conn)
 
         # rm -g of the generation being written: the next sync starts another one
-        remove_generations(store, NAME, plan_removal(store, NAME, generation=g.id))
+        assert not plan_removal(store, NAME, generation=g.id).remove  # the newest: --force
+        remove_generations(store, NAME, plan_removal(store, NAME, generation=g.id,
+                                                     force=True))
         insert_rows(conn, 5, start=200)
         again = d.at(30).sync()
         assert again.new_generation
@@ -429,7 +592,9 @@ def test_dependencies_of_snapshotless_chains_are_kept(db: tuple[Path, sqlite3.Co
     plan = plan_removal(store, NAME, older_than=when(10_000))
     assert plan.remove == [] and plan.tombstone is None
     assert [g for g, _ in plan.keep] == [g2, g1, g0]
-    plan = plan_removal(store, NAME, generation=g2)  # nothing restores through the newest
+    plan = plan_removal(store, NAME, generation=g2)  # the newest: only with force
+    assert plan.remove == [] and [g for g, _ in plan.keep] == [g2]
+    plan = plan_removal(store, NAME, generation=g2, force=True)  # nothing restores through it
     assert plan.remove == [g2] and plan.keep == []
 
 
@@ -461,8 +626,8 @@ def test_restore_picks_the_newest_a_given_one_or_one_by_time(
     assert [g.id for g in plan_restore(store, NAME).chain] == [g2]
     assert [g.id for g in plan_restore(store, NAME, generation=g0).chain] == [g0]
     assert plan_restore(store, NAME, utc_time=when(150)).generation.id == g1
-    created = layout.generation_time(g1)  # within the millisecond after T0 + 100
-    assert when(100) < created <= when(100.001)
+    created = layout.generation_time(g1)  # the whole second at or after T0 + 100
+    assert created == when(100)
     assert plan_restore(store, NAME, utc_time=created).generation.id == g1  # at, or before
     assert plan_restore(store, NAME, utc_time=created - timedelta(microseconds=1)
                         ).generation.id == g0

@@ -15,9 +15,9 @@ from bottomless_core import catalog, layout
 from bottomless_core.crypto import AGE_MAGIC, AgeKeys, EncryptedStore
 from bottomless_core.database import ReadLock
 from bottomless_core.errors import ConfigError
-from bottomless_core.replicator import Replicator
+from bottomless_core.replicator import ReplicateOptions, Replicator
 from bottomless_core.storage import ServerSideEncryption, Storage, StorageConfig
-from tests.chains import Driver
+from tests.chains import T0, Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -136,9 +136,9 @@ def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
     d = Driver(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())))
     try:
         d.sync()
-        d.checkpoint()
+        d.at(10).checkpoint()
         _marked_rows(conn, 400, start=1000)
-        d.sync()
+        d.at(20).sync()
     finally:
         d.close()
     expected = dump_conn(conn)
@@ -446,11 +446,14 @@ def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
     db = tmp_path / "chain.db"
     conn = open_wal_db(db)
     _marked_rows(conn, 400)
-    replicator = Replicator(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())))
+    now = [T0]
+    replicator = Replicator(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())),
+                            options=ReplicateOptions(clock=lambda: now[0]))
     lock = ReadLock(db)
     try:
         lock.acquire()
         replicator.sync(lock)
+        now[0] += 10  # a generation a second: the child comes after its parent's second
         assert replicator.checkpoint(lock).done
         if plain_child:
             replicator.storage = EncryptedStore(storage)

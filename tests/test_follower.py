@@ -73,3 +73,27 @@ def test_an_unexpected_exception_is_retried(tmp_path: Path, storage: Storage,
         follower._lock.close()
         follower.replicator.close()
     conn.close()
+
+
+@pytest.mark.parametrize("page_size", [4096, 8192])
+def test_the_daemon_notes_once_a_page_size_libsql_cannot_restore(
+        tmp_path: Path, page_size: int, caplog: pytest.LogCaptureFixture) -> None:
+    from bottomless_core.filestore import FileStore
+
+    store = FileStore(tmp_path / "backups", "bucket")
+    store.create_bucket()
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db, page_size)
+    insert_rows(conn, 10)
+    follower = Follower(Replicator(db, store), FollowOptions(interval=0.05))
+    try:
+        with caplog.at_level("WARNING", logger="bottomless.follower"):
+            assert follower.step() is True
+            insert_rows(conn, 10, start=100)
+            assert follower.step() is True
+    finally:
+        follower._lock.close()
+        follower.replicator.close()
+    conn.close()
+    notes = [r for r in caplog.records if "event=libsql_page_size" in r.getMessage()]
+    assert len(notes) == (page_size != 4096)

@@ -19,6 +19,7 @@ from bottomless_core.follower import (
     SNAPSHOT_MAX_CHAIN,
     SNAPSHOT_WAL_FRACTION,
 )
+from bottomless_core.layout import libsql_page_size_note
 from bottomless_core.replicator import BATCH_MAX_FRAMES, ReplicateResult, replicate_once
 from bottomless_core.startup import restore_if_missing
 
@@ -174,6 +175,9 @@ def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> Non
             failed.append(db.db_name)
             continue
         click.echo(_describe(db, result, len(databases) > 1))
+        note = libsql_page_size_note(result.page_size) if result.page_size else None
+        if note is not None:
+            click.echo(f"note: {db.db_name}: {note}", err=True)
     if failed:
         raise BottomlessError(f"{len(failed)} of {len(databases)} databases failed: "
                               f"{', '.join(failed)}")

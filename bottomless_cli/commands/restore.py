@@ -37,8 +37,17 @@ def run_restore(app: App, target: Path, generation: str | None, utc_time: str | 
 
 def print_notes(result: RestoreResult) -> None:
     for note in result.notes:
-        kind = "warning" if note == result.damaged else "note"
+        kind = "warning" if note in result.warnings else "note"
         click.echo(f"{kind}: {note}", err=True)
+
+
+def refuse_damage(result: RestoreResult) -> None:
+    """``verify``: a backup that restores only up to a missing batch, or whose batches
+    overlap (libSQL's restore stops there), is damaged."""
+    if result.damaged:
+        raise CorruptBackupError(result.damaged.replace(": restored up to", ": a restore stops at"))
+    if result.overlap_note:
+        raise CorruptBackupError(result.overlap_note)
 
 
 def describe(result: RestoreResult) -> str:
@@ -100,8 +109,8 @@ def restore(app: App, generation: str | None, utc_time: str | None, output: Path
             return
     live = live_user(target) if force and not verify_only else None
     result = run_restore(app, target, generation, utc_time, force, verify_only)
-    if verify_only and result.damaged:
-        raise CorruptBackupError(result.damaged.replace(": restored up to", ": a restore stops at"))
+    if verify_only:
+        refuse_damage(result)
     print_notes(result)
     if live:
         click.echo(f"warning: replaced {target} while process {live} had it open; that "

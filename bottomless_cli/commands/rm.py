@@ -23,13 +23,16 @@ from ..progress import progress_for
               help="Remove all but the newest N generations.")
 @click.option("-v", "--verbose", is_flag=True, help="Report what was removed.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@click.option("--force", is_flag=True,
+              help="With -g: remove the generation even if it is the newest.")
 @pass_app
 def rm(app: App, generation: str | None, older_than: str | None, keep_last: int | None,
-       verbose: bool, dry_run: bool) -> None:
+       verbose: bool, dry_run: bool, force: bool) -> None:
     """Remove generations (batched deletes of all their objects).
 
     A generation that a remaining generation restores through (a chain of generations without
-    their own snapshot) is kept, and the reason is printed. --older-than D keeps the
+    their own snapshot) is kept, and the reason is printed; so is the newest generation,
+    unless -g names it with --force. --older-than D keeps the
     generation that covers D, so that `restore --utc-time D` still works afterwards; it and
     --keep-last first write the database's tombstone, so that a generation half-deleted by a
     crash is never restored.
@@ -47,7 +50,7 @@ def rm(app: App, generation: str | None, older_than: str | None, keep_last: int 
     when = parse_older_than(older_than) if older_than is not None else None
     storage = app.storage
     storage.check_bucket()
-    plan = plan_removal(storage, app.db_name, gen, when, keep_last)
+    plan = plan_removal(storage, app.db_name, gen, when, keep_last, force=force)
     if gen is not None and gen not in plan.remove:  # asked for by name: not done is an error
         why = dict(plan.keep).get(gen, "it is kept")
         raise BottomlessError(f"generation {gen} was not removed: {why}")

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import click
 
-from bottomless_core.errors import CorruptBackupError
-
 from ..context import App, pass_app
-from .restore import describe, generation_option, print_notes, run_restore, utc_time_option
+from .restore import (
+    describe,
+    generation_option,
+    print_notes,
+    refuse_damage,
+    run_restore,
+    utc_time_option,
+)
 
 
 @click.command()
@@ -26,8 +31,7 @@ def verify(app: App, generation: str | None, utc_time: str | None) -> None:
     """
     target = Path(tempfile.gettempdir()) / app.db_name
     result = run_restore(app, target, generation, utc_time, force=True, verify_only=True)
-    if result.damaged:
-        raise CorruptBackupError(result.damaged.replace(": restored up to", ": a restore stops at"))
+    refuse_damage(result)
     print_notes(result)
     click.echo(f"verified {describe(result)}")
 
