@@ -1,6 +1,6 @@
 """Shared machinery of the side-by-side benchmarks: our daemon vs Litestream 0.5.
 
-One SeaweedFS, two buckets, one counting proxy (bench.s3count) in front of it per tool. The
+One SeaweedFS, two buckets, one counting proxy (bottomless_dev.proxy) in front of it per tool. The
 databases carry a table ``t(id INTEGER PRIMARY KEY, updated INTEGER, v TEXT)`` with an index on
 ``updated``; every row the writer touches gets a unique marker ``@@NNNNNNNNN@@`` in ``v``, so
 the uploaded objects can be decoded afterwards to see exactly when each commit reached the
@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 
 import zstandard
 
-from bench.s3count import CountingProxy, Upload
+from bottomless_dev.proxy import Proxy, Upload
 from bottomless_dev.seaweed import SeaweedServer
 
 PAGE_SIZE = 4096
@@ -394,7 +394,7 @@ class Tracker:
     """Finds when each marker first reached the bucket, from a proxy's captured uploads.
     Call ``update()`` repeatedly; ``found`` maps marker -> time."""
 
-    def __init__(self, proxy: CountingProxy) -> None:
+    def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.found: dict[int, float] = {}
         self.commits: dict[int, float] = {}
@@ -427,7 +427,7 @@ class OursTracker(Tracker):
     """Our layout: a marker counts once the batch holding its transaction's commit frame is up
     (batches are uploaded in frame order). Snapshots are scanned only when they could matter."""
 
-    def __init__(self, proxy: CountingProxy) -> None:
+    def __init__(self, proxy: Proxy) -> None:
         super().__init__(proxy)
         self._pending: dict[str, set[int]] = {}
 
@@ -485,7 +485,7 @@ class LitestreamTracker(Tracker):
 class Tool:
     name: str
     db: Path
-    proxy: CountingProxy
+    proxy: Proxy
     tracker: Tracker
     daemon: Daemon | None = None
     cpu_at_reset: float = 0.0
@@ -549,10 +549,8 @@ class SideBySide(contextlib.ExitStack):
         self.ours_env = {**self.env, "PYTHONPATH": str(self.ours_src)}
         for d in ("ours", "litestream"):
             (self.tmp / d).mkdir()
-        ours_proxy = self.enter_context(CountingProxy(self.server.port, self.tmp / "spool-ours",
-                                                      capture=lambda key: True))
-        ls_proxy = self.enter_context(CountingProxy(self.server.port, self.tmp / "spool-ls",
-                                                    capture=lambda key: True))
+        ours_proxy = self.enter_context(Proxy(self.server.port, spool=self.tmp / "spool-ours"))
+        ls_proxy = self.enter_context(Proxy(self.server.port, spool=self.tmp / "spool-ls"))
         self.ours = Tool("ours", self.tmp / "ours" / DB_NAME, ours_proxy,
                          OursTracker(ours_proxy))
         self.ls = Tool("litestream", self.tmp / "litestream" / DB_NAME, ls_proxy,
@@ -770,8 +768,8 @@ def describe_setup(ours_src: Path, ours_args: tuple[str, ...] = ()) -> None:
     print("ours: bottomless-cli -e PROXY -b bench-ours -d TMPDIR/ours/app.db replicate "
           f"--status-file FILE {' '.join(ours_args)}".rstrip() + " (defaults: --interval 1, "
           f"--checkpoint-pages 1000, zstd), run from {describe_source(ours_src)}")
-    print("both daemons talk to SeaweedFS through their own counting proxy (bench/s3count.py); "
-          "restores go to SeaweedFS directly")
+    print("both daemons talk to SeaweedFS through their own counting proxy "
+          "(bottomless_dev/proxy.py); restores go to SeaweedFS directly")
 
 
 def command_line(module: str) -> str:
