@@ -15,28 +15,20 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.sidebyside import (
-    REPO,
-    CpuAccount,
-    Sampler,
-    SideBySide,
+from bench.processes import CpuAccount, Sampler, wal_size
+from bench.report import (
     breakdown,
-    build_database,
     command_line,
     describe_setup,
     initial_state_bytes,
-    is_our_snapshot,
     lags,
     load_average,
-    ltx_level,
     median,
     print_table,
-    read_commits,
-    run_writer,
-    table_checksum,
-    wait_caught_up,
-    wal_size,
 )
+from bench.sidebyside import REPO, SideBySide, wait_caught_up
+from bench.trackers import is_our_snapshot, ltx_level
+from bench.workload import build_database, read_commits, run_writer, table_checksum
 
 MB = 1_000_000
 

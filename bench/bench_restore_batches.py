@@ -14,8 +14,8 @@ import bottomless_core.restore as restore_module
 from bench.common import fill, make_bucket, now
 from bottomless_core.replicator import ReplicateOptions, replicate_once
 from bottomless_core.storage import Storage, StorageConfig
+from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
-from tests.proxy import Proxy
 
 PREFETCH = restore_module.PREFETCH
 
@@ -33,7 +33,7 @@ def main() -> None:
         conn.close()
         times = {}
         for latency in (0.0, 0.02):
-            proxy = Proxy(server.port, latency)
+            proxy = Proxy(server.port, latency=latency)
             remote = Storage(StorageConfig(proxy.endpoint, storage.bucket, "us-east-1",
                                            server.access_key, server.secret_key))
             for prefetch in (1, PREFETCH):
@@ -45,7 +45,7 @@ def main() -> None:
                 assert r.integrity == "ok"
             proxy.close()
     print(f"{result.batches_shipped} batches of one frame each (plus a snapshot), SeaweedFS on "
-          "127.0.0.1 behind a TCP proxy")
+          "127.0.0.1 behind a proxy adding latency to every request")
     for (latency, prefetch), secs in times.items():
         print(f"  added latency {latency * 1000:3.0f} ms, {prefetch} download(s) in flight: "
               f"{secs:6.2f} s")

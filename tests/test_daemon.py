@@ -15,10 +15,10 @@ import pytest
 
 from bottomless_core import catalog
 from bottomless_core.storage import Storage
+from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, insert_rows, integrity, open_wal_db
-from tests.proxy import Proxy
 
 WRITER = Path(__file__).with_name("writer.py")
 DEADLINE = 60.0

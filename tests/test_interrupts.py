@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,34 +16,14 @@ import pytest
 from bottomless_core import catalog
 from bottomless_core.storage import Storage
 from bottomless_core.tempfiles import host_tag
+from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, insert_rows, integrity, open_wal_db
 from tests.procs import DEADLINE, cli_env, cli_proc, one_error_line, poll
-from tests.proxy import Proxy
 from tests.test_daemon import Daemon
 
 MB = 1 << 20
-
-
-class SlowProxy(Proxy):
-    """A Proxy whose latency also slows responses (downloads), not only requests."""
-
-    def __init__(self, target_port: int, up: float = 0.0, down: float = 0.0) -> None:
-        self.down_latency = down
-        super().__init__(target_port, latency=up)
-
-    def _forward(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-        except OSError:
-            client.close()
-            return
-        with self._guard:
-            self._open.update((client, upstream))
-        for a, b, delay in ((client, upstream, self.latency),
-                            (upstream, client, self.down_latency)):
-            threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
 
 
 @pytest.fixture
@@ -64,8 +42,9 @@ def big_db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def proxy(s3: SeaweedServer) -> Iterator[SlowProxy]:
-    p = SlowProxy(s3.port, up=0.02, down=0.005)
+def proxy(s3: SeaweedServer) -> Iterator[Proxy]:
+    """A slow link: the 60 MB snapshot takes ~20 s up and ~5 s down."""
+    p = Proxy(s3.port, latency=0.02, upload_rate=3 * MB, download_rate=12 * MB)
     yield p
     p.close()
 
@@ -82,7 +61,7 @@ def _temp_files(directory: Path, name: str) -> list[str]:
     return sorted(n for n in os.listdir(directory) if pattern.match(n))
 
 
-def _start_replicate(run: Cli, proxy: SlowProxy, db: Path,
+def _start_replicate(run: Cli, proxy: Proxy, db: Path,
                      storage: Storage) -> subprocess.Popen[str]:
     """``replicate --once`` through the slow proxy, returned once its snapshot upload is under
     way (the server lists the multipart upload)."""
@@ -96,7 +75,7 @@ def _start_replicate(run: Cli, proxy: SlowProxy, db: Path,
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_the_snapshot_upload(run: Cli, tmp_path: Path, storage: Storage,
-                                           big_db: Path, proxy: SlowProxy, sig: int) -> None:
+                                           big_db: Path, proxy: Proxy, sig: int) -> None:
     p = _start_replicate(run, proxy, big_db, storage)
     assert _temp_files(tmp_path, "app.db")  # the snapshot being uploaded
     p.send_signal(sig)
@@ -112,7 +91,7 @@ def test_signal_during_the_snapshot_upload(run: Cli, tmp_path: Path, storage: St
 
 
 def test_next_run_cleans_up_after_a_killed_one(run: Cli, tmp_path: Path, storage: Storage,
-                                               big_db: Path, proxy: SlowProxy) -> None:
+                                               big_db: Path, proxy: Proxy) -> None:
     p = _start_replicate(run, proxy, big_db, storage)
     p.kill()  # no chance to clean up
     p.wait(DEADLINE)
@@ -132,7 +111,7 @@ def test_next_run_cleans_up_after_a_killed_one(run: Cli, tmp_path: Path, storage
 
 
 def test_sigterm_during_a_restore_download(run: Cli, tmp_path: Path, storage: Storage,
-                                           big_db: Path, proxy: SlowProxy) -> None:
+                                           big_db: Path, proxy: Proxy) -> None:
     run("-d", str(big_db), "replicate", "--once")
     target = tmp_path / "target.db"
     conn = open_wal_db(target)

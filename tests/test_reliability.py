@@ -2,7 +2,7 @@
 docs/reliability.md).
 
 For each command (``replicate --once`` starting a generation and shipping to one, the daemon,
-``restore``, ``restore --utc-time``, ``rm``, ``snapshot``) a clean run through FaultProxy
+``restore``, ``restore --utc-time``, ``rm``, ``snapshot``) a clean run through the proxy
 counts its requests; then the command runs again with request N failed, for N = 1..count,
 with each fault kind (503, 500, connection dropped mid-request or mid-response, a stall past
 the client's 1 s read timeout). Retries are off (``LIBSQL_BOTTOMLESS_S3_MAX_RETRIES=0``) so
@@ -34,12 +34,11 @@ import pytest
 
 from bottomless_core import catalog, layout
 from bottomless_core.storage import Storage
+from bottomless_dev.proxy import FAULT_KINDS, Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import storage_for
 from tests.faults import (
-    FAULT_KINDS,
     LONG,
-    FaultProxy,
     ForkCli,
     configure_clients,
     digest,
@@ -81,7 +80,7 @@ class World:
     s3: SeaweedServer
     bucket: str
     storage: Storage
-    proxy: FaultProxy
+    proxy: Proxy
     forks: ForkCli
     tmp: Path
     direct: dict[str, str]  # bottomless-cli's environment, straight to the server
@@ -173,7 +172,7 @@ def world(s3: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     bucket = f"r-{secrets.token_hex(6)}"
     storage = storage_for(s3, bucket)
     storage.create_bucket()
-    proxy = FaultProxy(s3.port)
+    proxy = Proxy(s3.port)
     forks = ForkCli(tmp)
     direct = {**s3.env(), "LIBSQL_BOTTOMLESS_BUCKET": bucket,
               "LIBSQL_BOTTOMLESS_ENDPOINT": s3.endpoint}

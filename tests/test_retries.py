@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, open_wal_db
-from tests.proxy import Throttler
 
 
 def test_slowdown_is_retried(run: Cli, tmp_path: Path, s3: SeaweedServer) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 100)
-    throttler = Throttler(s3.port, failures=3)
+    throttler = Proxy(s3.port)
+    throttler.arm(lambda n: "503" if n <= 3 else None)
     try:
         run("-e", throttler.endpoint, "-d", str(db), "replicate", "--once")
-        assert throttler.injected == 3  # three 503s answered, and still a success
+        assert len(throttler.fired) == 3  # three 503s answered, and still a success
     finally:
         throttler.close()
     expected = dump_conn(conn)
@@ -32,11 +33,12 @@ def test_persistent_slowdown_is_one_clear_error(run: Cli, tmp_path: Path,
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 10)
-    throttler = Throttler(s3.port, failures=10**6)
+    throttler = Proxy(s3.port)
+    throttler.arm(lambda n: "503")
     try:
         result = run("-e", throttler.endpoint, "-d", str(db), "replicate", "--once", code=1,
                      env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "2"})
-        assert 3 <= throttler.injected <= 4  # one attempt and two retries (HEAD may reconnect)
+        assert 3 <= len(throttler.fired) <= 4  # one attempt and two retries (HEAD may reconnect)
     finally:
         throttler.close()
     lines = result.stderr.strip().splitlines()
