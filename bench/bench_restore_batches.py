@@ -13,7 +13,8 @@ from pathlib import Path
 import bottomless_core.restore as restore_module
 from bench.common import fill, make_bucket, now
 from bottomless_core.replicator import ReplicateOptions, replicate_once
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 
@@ -34,7 +35,7 @@ def main() -> None:
         times = {}
         for latency in (0.0, 0.02):
             proxy = Proxy(server.port, latency=latency)
-            remote = Storage(StorageConfig(proxy.endpoint, storage.bucket, "us-east-1",
+            remote = S3Store(StorageConfig(proxy.endpoint, storage.bucket, "us-east-1",
                                            server.access_key, server.secret_key))
             for prefetch in (1, PREFETCH):
                 restore_module.PREFETCH = prefetch

@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 
-def make_bucket(server: SeaweedServer, name: str) -> Storage:
-    storage = Storage(StorageConfig(server.endpoint, name, "us-east-1", server.access_key,
+def make_bucket(server: SeaweedServer, name: str) -> S3Store:
+    storage = S3Store(StorageConfig(server.endpoint, name, "us-east-1", server.access_key,
                                     server.secret_key))
     storage.create_bucket()
     return storage

@@ -14,11 +14,14 @@ from typing import NoReturn
 import click
 from rich.console import Console
 
-from bottomless_core.crypto import AgeKeys, wrap
+from bottomless_core.agekeys import AgeKeys
 from bottomless_core.errors import ConfigError
 from bottomless_core.layout import parse_generation
-from bottomless_core.objectstore import ObjectStore, open_store
-from bottomless_core.storage import ServerSideEncryption, Storage
+from bottomless_core.store.age import with_age
+from bottomless_core.store.base import ObjectStore
+from bottomless_core.store.opener import open_store
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import ServerSideEncryption
 
 
 def reader_gone() -> NoReturn:
@@ -55,20 +58,16 @@ class App:
 
     @property
     def storage(self) -> ObjectStore:
-        """The bucket: a directory for a file: endpoint, else S3 (``Storage`` is looked up
+        """The bucket: a directory for a file: endpoint, else S3 (``S3Store`` is looked up
         here, when the store is first needed), behind the age layer (crypto.py)."""
         if self._storage is None:
-            self._storage = wrap(open_store(self.endpoint, self.bucket, s3=Storage,
-                                            sse=self.sse), self.age)
+            self._storage = open_store(self.endpoint, self.bucket, sse=self.sse, keys=self.age,
+                                       s3=S3Store)
         return self._storage
-
-    def open_store(self, endpoint: str | None, bucket: str) -> ObjectStore:
-        """Another bucket with the same encryption options (replicate --config)."""
-        return wrap(open_store(endpoint, bucket, s3=Storage, sse=self.sse), self.age)
 
     def use_store(self, store: ObjectStore) -> None:
         """Read from ``store`` instead (restore --from-dir), behind the age layer."""
-        self._storage = wrap(store, self.age)
+        self._storage = with_age(store, self.age)
 
     @property
     def db_name(self) -> str:

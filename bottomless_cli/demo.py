@@ -21,8 +21,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bottomless_core.filestore import FileStore
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.files import FileStore
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 ROWS = 20_000
@@ -54,7 +55,7 @@ def _bucket(backend: str, tmp: Path) -> Iterator[dict[str, str]]:
         return
     with SeaweedServer() as s3:
         print(f"SeaweedFS S3 server on {s3.endpoint}")
-        Storage(StorageConfig(s3.endpoint, "demo", "us-east-1", s3.access_key,
+        S3Store(StorageConfig(s3.endpoint, "demo", "us-east-1", s3.access_key,
                               s3.secret_key)).create_bucket()
         yield {**os.environ, **s3.env(), "LIBSQL_BOTTOMLESS_BUCKET": "demo"}
 

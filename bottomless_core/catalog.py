@@ -11,7 +11,7 @@ from . import layout
 from .codec import Codec
 from .errors import CorruptBackupError, NotFoundError
 from .layout import BatchKey, Meta
-from .objectstore import ObjectInfo, ObjectStore
+from .store.base import ObjectInfo, ObjectStore
 
 SHA256_METADATA = "sha256"  # user metadata on snapshots we write: digest of the raw image
 FRAMES_METADATA = "wal-frames"  # on snapshots: WAL frames of the generation folded into it

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .agekeys import AgeKeys
 from .codec import Codec
-from .crypto import AgeKeys
 from .errors import ConfigError
 from .follower import (
     CHECKPOINT_PAGES,
@@ -45,9 +45,14 @@ from .follower import (
     FollowOptions,
     SnapshotPolicy,
 )
-from .objectstore import FILE_SCHEME, file_root
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
-from .storage import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
+from .store.settings import (
+    DEFAULT_BUCKET,
+    DEFAULT_ENDPOINT,
+    FILE_SCHEME,
+    ServerSideEncryption,
+    file_root,
+)
 
 _KEYS = {"path", "db_name", "namespace", "endpoint", "bucket", "compression", "interval",
          "checkpoint_pages", "emergency_pages", "max_batch_frames", "snapshot_wal_fraction",

@@ -25,9 +25,9 @@ from .dbheader import DB_HEADER_SIZE, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
 from .layout import Meta
 from .lease import Lease
-from .objectstore import ObjectStore
 from .progress import NoProgress, Progress
 from .replicator import NO_WAL_CHECKSUM
+from .store.base import ObjectStore
 from .tempfiles import discard, owned_temp_path
 
 SQLITE_MAGIC = b"SQLite format 3\0"

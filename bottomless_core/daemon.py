@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import DatabaseConfig
-from .crypto import wrap
 from .database import ReplicatorLock, read_db_header, resolve_db_path
 from .errors import BottomlessError, ConfigError
 from .follower import Follower, FollowerStatus, run_followers
 from .metrics import RequestStats, serve
-from .objectstore import ObjectStore, open_store
 from .replicator import Replicator
-from .storage import ServerSideEncryption
+from .store.age import with_age
+from .store.base import ObjectStore
+from .store.opener import open_backend
+from .store.settings import ServerSideEncryption
 from .tempfiles import remove_all_owned, remove_stale
 
 log = logging.getLogger("bottomless.daemon")
@@ -60,13 +61,13 @@ def store_opener(create_bucket: bool = False) -> StoreFor:
     def store_for(db: DatabaseConfig) -> ObjectStore:
         key = (db.endpoint, db.bucket, db.sse)
         if key not in stores:
-            stores[key] = open_store(db.endpoint, db.bucket, sse=db.sse)
+            stores[key] = open_backend(db.endpoint, db.bucket, sse=db.sse)
             if create_bucket:
                 stores[key].ensure_bucket()
-        raw = stores[key]
-        pair = (id(raw), id(db.age))
+        backend = stores[key]
+        pair = (id(backend), id(db.age))
         if pair not in wrapped:
-            wrapped[pair] = wrap(raw, db.age)
+            wrapped[pair] = with_age(backend, db.age)
         return wrapped[pair]
 
     return store_for
@@ -160,13 +161,12 @@ def _follow(databases: list[DatabaseConfig], store_for: StoreFor,
 def _serve_metrics(addr: str, followers: list[Follower]) -> None:
     """Serve Prometheus metrics at ``addr``, counting the requests of every S3 store."""
     requests = RequestStats()
-    attached: set[int] = set()
+    counted: set[int] = set()
     for f in followers:
-        store = f.replicator.storage
-        client = getattr(store, "_client", None)  # the S3 store's boto3 client
-        if client is not None and id(client) not in attached:
-            attached.add(id(client))
-            requests.attach(client, store.bucket)
+        backend = f.replicator.storage.stored  # one backend may serve several databases
+        if id(backend) not in counted:
+            counted.add(id(backend))
+            backend.count_requests(requests.counter(backend.bucket))
     try:
         serve(addr, followers, requests)
     except (OSError, ValueError) as exc:

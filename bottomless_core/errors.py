@@ -43,6 +43,12 @@ class CorruptBackupError(BottomlessError):
     """An object in the bucket cannot be decoded or breaks the checksum chain."""
 
 
+class EncryptionError(BottomlessError):
+    """Encrypted objects without (or with the wrong) identity."""
+
+    exit_code = 2
+
+
 class RestoreRefusedError(BottomlessError):
     """Restore would overwrite an existing database without --force."""
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LeaseHeldError, PreconditionFailedError, StorageError
-from .objectstore import ObjectStore
+from .store.base import ObjectStore
 from .tempfiles import pid_alive
 
 log = logging.getLogger("bottomless.lease")

@@ -23,7 +23,7 @@ from .follower import Follower
 
 
 class RequestStats:
-    """S3 requests and payload bytes by operation, counted from botocore's events."""
+    """S3 requests and payload bytes by bucket and operation, as the stores report them."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -31,34 +31,30 @@ class RequestStats:
         self.sent: dict[tuple[str, str], int] = defaultdict(int)
         self.received: dict[tuple[str, str], int] = defaultdict(int)
 
-    def attach(self, client: Any, bucket: str) -> None:
-        """Count every request ``client`` (a boto3 S3 client) sends."""
-
-        def operation(kwargs: dict[str, Any]) -> str:
-            return str(kwargs.get("event_name", "")).rsplit(".", 1)[-1] or "unknown"
-
-        def before_send(request: Any, **kwargs: Any) -> None:
-            body = request.body
-            size = len(body) if isinstance(body, bytes | bytearray) else int(
-                request.headers.get("Content-Length", 0) or 0)
-            with self._guard:
-                self.sent[(bucket, operation(kwargs))] += size
-
-        def after_call(http_response: Any = None, **kwargs: Any) -> None:
-            op = operation(kwargs)
-            headers = getattr(http_response, "headers", None) or {}
-            with self._guard:
-                self.requests[(bucket, op)] += 1
-                if op == "GetObject":
-                    self.received[(bucket, op)] += int(headers.get("Content-Length", 0) or 0)
-
-        client.meta.events.register("before-send.s3", before_send)
-        client.meta.events.register("after-call.s3", after_call)
-        client.meta.events.register("after-call-error.s3", after_call)
+    def counter(self, bucket: str) -> _BucketCounter:
+        """What a store reports its requests to (``ObjectStore.count_requests``)."""
+        return _BucketCounter(self, bucket)
 
     def snapshot(self) -> tuple[dict[tuple[str, str], int], ...]:
         with self._guard:
             return dict(self.requests), dict(self.sent), dict(self.received)
+
+
+class _BucketCounter:
+    """The requests of one bucket's store, into ``RequestStats`` (a store.base.RequestCounter)."""
+
+    def __init__(self, stats: RequestStats, bucket: str) -> None:
+        self.stats, self.bucket = stats, bucket
+
+    def sent(self, operation: str, payload: int) -> None:
+        with self.stats._guard:
+            self.stats.sent[(self.bucket, operation)] += payload
+
+    def answered(self, operation: str, received: int) -> None:
+        with self.stats._guard:
+            self.stats.requests[(self.bucket, operation)] += 1
+            if received:
+                self.stats.received[(self.bucket, operation)] += received
 
 
 class DaemonCollector(Collector):

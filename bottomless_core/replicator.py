@@ -39,17 +39,17 @@ from .catalog import (
     snapshot_metadata,
 )
 from .codec import Codec, compress
-from .crypto import refuse_plaintext_into
 from .database import ReadLock, WriteGate, resolve_db_path, wal_path
 from .dbheader import DbHeader
 from .errors import LocalDatabaseError, NotFoundError, StorageError
 from .layout import BatchKey, Meta
 from .lease import Lease, writer_identity
-from .objectstore import ObjectInfo, ObjectStore
 from .progress import NoProgress, Progress
 from .snapshot import SnapshotFile, write_snapshot
+from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard
 from .wal import Checksum
+from .writer import SealedGenerations
 
 log = logging.getLogger("bottomless.replicator")
 
@@ -178,6 +178,7 @@ class Replicator:
         self.options = options or ReplicateOptions()
         self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
         self.newest: Generation | None = None
+        self.sealed = SealedGenerations()  # which generations hold age objects
         self.chain = ChainState()
         self._loaded = False
         self._position: WalPosition | None = None  # end of what we shipped in `newest`
@@ -229,8 +230,9 @@ class Replicator:
                 if decision.action == "new":
                     capture.close()
                     if self.newest is not None:  # a plaintext snapshot after encrypted ones
-                        refuse_plaintext_into(self.storage, self.newest,
-                                              "a new generation's snapshot", after=True)
+                        self.sealed.refuse_plaintext_into(
+                            self.storage, self.newest, "a new generation's snapshot",
+                            after=True)
                     return self._new_generation(lock, db_header, decision, progress)
                 if decision.action == "child":
                     result = self._create_child(capture)
@@ -519,7 +521,7 @@ class Replicator:
         g = self.newest
         assert g is not None
         if capture.new_frames > 0:  # not into an encrypted one without --age-recipient
-            refuse_plaintext_into(self.storage, g)  # (read once per generation)
+            self.sealed.refuse_plaintext_into(self.storage, g)  # (read once per generation)
         if capture.header is not None and capture.new_frames > 0:
             meta = Meta(db_header.page_size, capture.header.checksum)
             if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
@@ -581,6 +583,8 @@ class Replicator:
                     for _, fut in window:
                         fut.cancel()
                     g.batches.sort(key=lambda b: (b[0].first, b[0].last))
+            if not self.storage.encrypts:
+                self.sealed.wrote_plain(g.id)
             progress.finish("upload frames")
         result.last_frame = g.last_frame
         self._position = WalPosition(header.checksum, capture.frame_count, capture.checksum)

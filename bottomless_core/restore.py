@@ -46,7 +46,6 @@ from .catalog import (
     read_tombstone,
 )
 from .codec import Codec, CodecError, Readable, iter_decompressed, iter_decompressed_stream
-from .crypto import keep_sealed, refuse_plaintext_into
 from .database import check_sqlite_file, open_by_another_process, resolve_db_path
 from .errors import (
     CorruptBackupError,
@@ -55,8 +54,8 @@ from .errors import (
     RestoreRefusedError,
 )
 from .layout import BatchKey
-from .objectstore import ObjectInfo, ObjectStore
 from .progress import NoProgress, Progress
+from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
@@ -717,7 +716,9 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
     if not g.complete:
         raise CorruptBackupError(f"generation {generation} is incomplete (no {layout.META}): "
                                  "nothing to snapshot")
-    refuse_plaintext_into(storage, g, "a snapshot")  # its parents: keep_sealed below
+    from .writer import SealedGenerations, refuse_plaintext_from_sealed
+
+    SealedGenerations().refuse_plaintext_into(storage, g, "a snapshot")  # its parents: below
     image = owned_temp_path(workdir / db_name, "image")
     packed = owned_temp_path(workdir / db_name, "snapshot")
     try:
@@ -732,7 +733,8 @@ def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UU
             dst.write(enc.finish())
         key = g.key(layout.snapshot_name(codec))
         size = packed.stat().st_size
-        with open(packed, "rb") as f, keep_sealed(storage):  # read from age objects: sealed
+        refuse_plaintext_from_sealed(storage, key)  # rebuilt from age objects: stays sealed
+        with open(packed, "rb") as f:
             storage.upload(key, f, metadata=snapshot_metadata(generation, h.hexdigest()))
     finally:
         discard(image)

@@ -19,8 +19,8 @@ from datetime import datetime
 from . import layout
 from .catalog import GenerationSummary, bucket_index, is_dead, read_tombstone
 from .errors import CorruptBackupError, NotFoundError
-from .objectstore import ObjectStore
 from .progress import NoProgress, Progress
+from .store.base import ObjectStore
 
 log = logging.getLogger("bottomless.retention")
 

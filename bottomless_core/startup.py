@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .database import resolve_db_path, wal_path
 from .errors import LocalDatabaseError, NotFoundError
-from .objectstore import ObjectStore
 from .progress import Progress
 from .restore import restore
+from .store.base import ObjectStore
 
 
 def _size(path: Path) -> int:

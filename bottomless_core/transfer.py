@@ -16,10 +16,10 @@ from pathlib import Path
 
 from . import layout
 from .errors import CorruptBackupError, LocalDatabaseError, NotFoundError
-from .filestore import FileStore
-from .objectstore import ObjectStore
 from .progress import NoProgress, Progress
 from .restore import plan_restore
+from .store.base import ObjectStore
+from .store.files import FileStore
 
 _SMALL = (layout.META, layout.CHANGE_COUNTER, layout.DEPENDENCY)
 
@@ -47,12 +47,27 @@ def directory_store(directory: Path, create: bool = False) -> FileStore:
     return FileStore(directory.parent, directory.name)
 
 
+def copy_to_directory(storage: ObjectStore, db_name: str, directory: Path,
+                      generation: uuid.UUID | None = None,
+                      progress: Progress | None = None) -> CopyResult:
+    """``copy --to-dir``: into ``directory`` (created if missing); a failed copy leaves no
+    directory behind that it created (only when nothing else got into it)."""
+    made = not directory.exists()
+    dest = directory_store(directory, create=True)
+    try:
+        return copy_generation(storage, db_name, dest, generation, progress)
+    except BaseException:
+        if made:
+            dest.remove_if_empty()
+        raise
+
+
 def copy_generation(storage: ObjectStore, db_name: str, dest: ObjectStore,
                     generation: uuid.UUID | None = None,
                     progress: Progress | None = None) -> CopyResult:
     """Copy ``generation`` (default: the one a restore would use) and its chain to ``dest``."""
     progress = progress or NoProgress()
-    raw: ObjectStore = getattr(storage, "raw", storage)  # as stored: never decrypted
+    raw = storage.stored  # as stored: never decrypted
     raw.check_bucket()
     dest.check_bucket()
     plan = plan_restore(raw, db_name, generation)

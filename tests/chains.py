@@ -8,14 +8,14 @@ from pathlib import Path
 
 from bottomless_core import catalog
 from bottomless_core.database import ReadLock
-from bottomless_core.objectstore import ObjectStore
 from bottomless_core.replicator import (
     CheckpointOutcome,
     ReplicateOptions,
     ReplicateResult,
     Replicator,
 )
-from bottomless_core.storage import Storage
+from bottomless_core.store.base import ObjectStore
+from bottomless_core.store.s3 import S3Store
 from tests.helpers import dump_conn, insert_rows, open_wal_db
 
 T0 = 1_700_000_000.0
@@ -60,7 +60,7 @@ def iso(seconds: float) -> str:
     return when(seconds).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def build_chain(db: Path, storage: Storage, children: int,
+def build_chain(db: Path, storage: S3Store, children: int,
                 ) -> tuple[list[tuple[float, dict]], list]:
     """G0 (snapshot, batches at 0 and 10 s), then ``children`` generations made by our
     checkpoints at k*100+20 s, each shipping batches at k*100+50 and k*100+110 (the latter just

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bottomless_cli.main import cli
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 
@@ -53,12 +54,12 @@ def bucket(s3: SeaweedServer) -> str:
     return name
 
 
-def storage_for(s3: SeaweedServer, bucket: str) -> Storage:
-    return Storage(StorageConfig(s3.endpoint, bucket, "us-east-1", s3.access_key, s3.secret_key))
+def storage_for(s3: SeaweedServer, bucket: str) -> S3Store:
+    return S3Store(StorageConfig(s3.endpoint, bucket, "us-east-1", s3.access_key, s3.secret_key))
 
 
 @pytest.fixture
-def storage(s3: SeaweedServer, bucket: str) -> Storage:
+def storage(s3: SeaweedServer, bucket: str) -> S3Store:
     return storage_for(s3, bucket)
 
 

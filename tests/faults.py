@@ -200,23 +200,16 @@ def configure_clients(read_timeout: float | None = READ_TIMEOUT, monkeypatch: An
     - The read timeout: 60 s in StorageConfig, not configurable from the environment or the
       command line (``StorageConfig.from_env`` does not read one); shortened here so that a
       stall costs a second, not a minute.
-    - The retry count: storage.py passes ``StorageConfig.max_attempts`` (total attempts:
-      ``1 + LIBSQL_BOTTOMLESS_S3_MAX_RETRIES``) to botocore as ``retries.max_attempts``,
-      which botocore takes as the number of *retries*, so every request gets one attempt
-      more than configured and ``LIBSQL_BOTTOMLESS_S3_MAX_RETRIES=0`` still retries once
-      (test_fault_matrix.py::test_no_retries_means_one_attempt). Here it is passed as
-      ``total_max_attempts``, as intended, so that with 0 retries every failure surfaces.
-      Once storage.py does that itself this changes nothing.
     - One botocore data loader for every client: each new boto3 session otherwise parses the
       S3 service model again (0.3 s per command, most of a small restore).
     """
     import botocore.loaders
     import botocore.session
 
-    from bottomless_core import storage
+    from bottomless_core.store import settings
 
     if read_timeout is not None:
-        config_cls = storage.StorageConfig
+        config_cls = settings.StorageConfig
         original = config_cls.from_env.__func__  # type: ignore[attr-defined]
         original = getattr(original, "_bottomless_original", original)
 
@@ -226,18 +219,6 @@ def configure_clients(read_timeout: float | None = READ_TIMEOUT, monkeypatch: An
         from_env._bottomless_original = original  # type: ignore[attr-defined]
         _set(config_cls, "from_env", classmethod(from_env), monkeypatch)
 
-    botocore_config = getattr(storage.Config, "_bottomless_original", storage.Config)
-
-    def config(*args: Any, **kwargs: Any) -> Any:
-        retries = kwargs.get("retries")
-        if retries and "max_attempts" in retries and "total_max_attempts" not in retries:
-            retries = dict(retries)
-            retries["total_max_attempts"] = retries.pop("max_attempts")
-            kwargs["retries"] = retries
-        return botocore_config(*args, **kwargs)
-
-    config._bottomless_original = botocore_config  # type: ignore[attr-defined]
-    _set(storage, "Config", config, monkeypatch)
     global _LOADER
     if _LOADER is None:
         _LOADER = botocore.loaders.create_loader()

@@ -14,7 +14,7 @@ import pytest
 from bottomless_core.capture import WalPosition, capture_wal
 from bottomless_core.database import ReadLock, wal_path
 from bottomless_core.replicator import replicate_once
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_core.wal import WalIndexHeader
 from tests.helpers import insert_rows, open_wal_db
 
@@ -110,7 +110,7 @@ def _other_process_opens_and_closes(db: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(db)], check=True)
 
 
-def test_replicating_in_process_keeps_the_apps_locks(tmp_path: Path, storage: Storage) -> None:
+def test_replicating_in_process_keeps_the_apps_locks(tmp_path: Path, storage: S3Store) -> None:
     """POSIX drops all of a process's locks on a file when any descriptor of it closes. If the
     library closed its descriptors, the app's SHARED lock would be gone, and another process's
     close-time checkpoint would delete the WAL under the app (and under our read mark)."""

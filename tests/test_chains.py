@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog, layout
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.chains import build_chain, iso
 from tests.conftest import Cli
 from tests.helpers import dump
@@ -19,7 +19,7 @@ GENERATIONS = 6  # one with a snapshot, then five that restore through their par
 
 
 @pytest.fixture
-def chain(tmp_path: Path, storage: Storage) -> Iterator[dict]:
+def chain(tmp_path: Path, storage: S3Store) -> Iterator[dict]:
     """Generation k (k >= 1) starts at our checkpoint at k*100+20 s (tests.chains.build_chain)."""
     db = tmp_path / "app.db"
     states, gens = build_chain(db, storage, GENERATIONS - 1)
@@ -64,7 +64,7 @@ def test_ls_shows_what_each_generation_restores_from(run: Cli, chain: dict) -> N
 
 
 def test_snapshot_command_shortens_the_chain(run: Cli, chain: dict, tmp_path: Path,
-                                             storage: Storage) -> None:
+                                             storage: S3Store) -> None:
     gens = chain["gens"]  # newest first
     middle = gens[2]
     out = run("--db-name", "app.db", "snapshot", "-g", str(middle))
@@ -88,7 +88,7 @@ def test_snapshot_command_shortens_the_chain(run: Cli, chain: dict, tmp_path: Pa
 
 
 def test_rm_never_strands_a_chain(run: Cli, chain: dict, tmp_path: Path,
-                                  storage: Storage) -> None:
+                                  storage: S3Store) -> None:
     gens = chain["gens"]
     oldest = gens[-1]
     out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v", code=1)
@@ -105,13 +105,13 @@ def test_rm_never_strands_a_chain(run: Cli, chain: dict, tmp_path: Path,
     assert _restore(run, tmp_path / "r.db") == chain["states"][-1][1]
 
 
-def _batches(storage: Storage, gen: object) -> list[str]:
+def _batches(storage: S3Store, gen: object) -> list[str]:
     g = catalog.describe_generation(storage, "app.db", gen)  # type: ignore[arg-type]
     return [o.key for _, o in g.batches]
 
 
 @pytest.mark.parametrize("damage", ["middle batch", "last batch", ".meta", "whole parent"])
-def test_parent_that_lost_objects_is_a_clear_error(run: Cli, chain: dict, storage: Storage,
+def test_parent_that_lost_objects_is_a_clear_error(run: Cli, chain: dict, storage: S3Store,
                                                    tmp_path: Path, damage: str) -> None:
     gens = chain["gens"]
     parent = gens[2]

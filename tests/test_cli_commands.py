@@ -15,7 +15,7 @@ from bottomless_core.errors import NotFoundError
 from bottomless_core.replicator import ReplicateOptions, replicate_once
 from bottomless_core.restore import choose_generation
 from bottomless_core.retention import plan_removal, remove_generations
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -27,7 +27,7 @@ def _at(t: datetime) -> ReplicateOptions:
 
 
 @pytest.fixture
-def history(tmp_path: Path, storage: Storage) -> dict:
+def history(tmp_path: Path, storage: S3Store) -> dict:
     """Two generations with batches stamped at known times; returns the expected states."""
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -113,7 +113,7 @@ def test_verify_and_restore_verify(run: Cli, history: dict, tmp_path: Path) -> N
     assert not [p for p in tmp_path.iterdir() if "restoring" in p.name]
 
 
-def test_rm_generation_verbose(run: Cli, history: dict, storage: Storage) -> None:
+def test_rm_generation_verbose(run: Cli, history: dict, storage: S3Store) -> None:
     newest, oldest = history["gens"]
     out = run("--db-name", "app.db", "rm", "-g", str(oldest), "--dry-run")
     assert "Would remove 1 generations" in out.stdout
@@ -124,7 +124,7 @@ def test_rm_generation_verbose(run: Cli, history: dict, storage: Storage) -> Non
     assert not list(storage.list_objects(layout.generation_prefix("app.db", oldest)))
 
 
-def test_rm_older_than_keeps_newest(run: Cli, history: dict, storage: Storage,
+def test_rm_older_than_keeps_newest(run: Cli, history: dict, storage: S3Store,
                                     tmp_path: Path) -> None:
     newest = history["gens"][0]
     out = run("--db-name", "app.db", "rm", "--older-than", "2030-01-01", "-v")
@@ -136,7 +136,7 @@ def test_rm_older_than_keeps_newest(run: Cli, history: dict, storage: Storage,
     assert dump(tmp_path / "r.db") == history["states"][3]
 
 
-def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: Storage) -> None:
+def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: S3Store) -> None:
     """A crash half-way through rm --older-than: the half-deleted generation is refused."""
     newest, oldest = history["gens"]
     plan = plan_removal(storage, "app.db", older_than=datetime(2030, 1, 1, tzinfo=UTC))
@@ -167,7 +167,7 @@ def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: Storage) ->
 
 
 def test_snapshot_generation_whose_snapshot_is_gone(run: Cli, history: dict,
-                                                   storage: Storage) -> None:
+                                                   storage: S3Store) -> None:
     """A generation that starts from its own snapshot never falls back to its parent: with
     the snapshot gone that would apply its frames to the wrong base."""
     newest, _ = history["gens"]
@@ -178,7 +178,7 @@ def test_snapshot_generation_whose_snapshot_is_gone(run: Cli, history: dict,
     assert f"starts from its own snapshot, which is missing ({snap.key})" in out.stderr
 
 
-def test_ls_with_thousands_of_generations(run: Cli, storage: Storage) -> None:
+def test_ls_with_thousands_of_generations(run: Cli, storage: S3Store) -> None:
     base = 1_700_000_000 * 10**9
     gens = [layout.new_generation_id(base + i * 10**9) for i in range(1100)]
     names = [".meta", ".changecounter", "db.zstd"]

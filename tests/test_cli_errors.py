@@ -11,7 +11,7 @@ import pytest
 
 from bottomless_core import catalog
 from bottomless_core.codec import Codec, compress, decompress
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import insert_rows, integrity, open_wal_db
@@ -26,12 +26,12 @@ def _one_error_line(stderr: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def _snapshot(storage: Storage) -> dict[str, bytes]:
+def _snapshot(storage: S3Store) -> dict[str, bytes]:
     return {o.key: storage.get(o.key) for o in storage.list_objects("")}
 
 
 @pytest.fixture
-def backed_up(run: Cli, tmp_path: Path, storage: Storage) -> Path:
+def backed_up(run: Cli, tmp_path: Path, storage: S3Store) -> Path:
     """app.db replicated in three batches; the local file is kept."""
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -72,7 +72,7 @@ def test_create_bucket_only_when_asked(run: Cli, tmp_path: Path, s3: SeaweedServ
     conn.close()
 
 
-def test_bad_credentials(run: Cli, backed_up: Path, s3: SeaweedServer, storage: Storage) -> None:
+def test_bad_credentials(run: Cli, backed_up: Path, s3: SeaweedServer, storage: S3Store) -> None:
     secret = "definitely-wrong-secret"
     before = _snapshot(storage)
     for args in (["ls"], ["replicate", "--once"], ["restore", "--force"]):
@@ -110,7 +110,7 @@ def test_unparsable_date(run: Cli, backed_up: Path, args: list[str], text: str) 
     _one_error_line(out.stderr, "cannot parse date/time")
 
 
-def test_non_sqlite_file(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_non_sqlite_file(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     bogus = tmp_path / "notes.db"
     bogus.write_text("this is not a database\n" * 20)
     out = run("-d", str(bogus), "replicate", "--once", code=1)
@@ -125,7 +125,7 @@ def test_non_sqlite_file(run: Cli, tmp_path: Path, storage: Storage) -> None:
     _one_error_line(out.stderr, "empty")
 
 
-def test_rollback_journal_database(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_rollback_journal_database(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "journal.db"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t (x)")
@@ -139,12 +139,12 @@ def test_rollback_journal_database(run: Cli, tmp_path: Path, storage: Storage) -
     assert not list(storage.list_objects(""))
 
 
-def _batches(storage: Storage, name: str = "app.db") -> list:
+def _batches(storage: S3Store, name: str = "app.db") -> list:
     gen = next(catalog.list_generations(storage, name))
     return catalog.describe_generation(storage, name, gen).batches
 
 
-def _corrupt_case(storage: Storage, case: str) -> str:
+def _corrupt_case(storage: S3Store, case: str) -> str:
     gen = next(catalog.list_generations(storage, "app.db"))
     g = catalog.describe_generation(storage, "app.db", gen)
     middle = g.batches[1][1].key
@@ -171,7 +171,7 @@ def _corrupt_case(storage: Storage, case: str) -> str:
 
 @pytest.mark.parametrize("case", ["bad zstd", "bad checksum", "missing batch",
                                   "truncated batch", "truncated snapshot"])
-def test_corrupt_objects(run: Cli, backed_up: Path, storage: Storage, case: str) -> None:
+def test_corrupt_objects(run: Cli, backed_up: Path, storage: S3Store, case: str) -> None:
     message = _corrupt_case(storage, case)
     before_bucket = _snapshot(storage)
     before_local = backed_up.read_bytes()

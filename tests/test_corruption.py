@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import layout
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import storage_for
 from tests.faults import LONG, configure_clients, digest, figures
@@ -47,7 +47,7 @@ MUTATIONS = ("truncate", "flip", "empty", "delete", "swap")
 class Env:
     s3: SeaweedServer
     bucket: str
-    storage: Storage
+    storage: S3Store
     env: dict[str, str]
     golden: Golden
     objects: dict[str, tuple[bytes, dict[str, str]]] = field(default_factory=dict)

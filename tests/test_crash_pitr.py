@@ -57,7 +57,8 @@ from bottomless_core import catalog
 from bottomless_core.database import ReadLock
 from bottomless_core.errors import StorageError
 from bottomless_core.replicator import ReplicateOptions, Replicator
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.random_writer import Model, init_db, plan, value
@@ -514,7 +515,7 @@ class Run:
         return b
 
 
-def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storage: Storage,
+def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storage: S3Store,
                                           tmp_path: Path,
                                           procs: list[subprocess.Popen | Daemon]) -> None:
     seed = int(os.environ.get("BOTTOMLESS_CRASH_SEED") or secrets.randbelow(10**6))
@@ -709,7 +710,7 @@ def test_restored_n_reveals_the_commit() -> None:
                         Restore(1_700_000_000_123_456, "", Path()).iso)
 
 
-class _DiesDuringOnePut(Storage):
+class _DiesDuringOnePut(S3Store):
     """The PUT of one WAL batch never lands, as when the process is killed while it is in
     flight; the batches uploaded beside it (UPLOAD_THREADS) land."""
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bottomless_core import catalog, layout
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.chains import Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
@@ -27,7 +27,7 @@ def _rollback_db(path: Path, rows: int) -> dict[str, list[tuple]]:
 
 
 def test_create_from_rollback_journal_db_then_restore(run: Cli, tmp_path: Path,
-                                                      storage: Storage) -> None:
+                                                      storage: S3Store) -> None:
     src = tmp_path / "seed.db"
     expected = _rollback_db(src, 3000)
     before = src.read_bytes()
@@ -91,7 +91,7 @@ while True:
 """
 
 
-def test_create_bad_inputs(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_create_bad_inputs(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all, just some words " * 20)
     err = run("--db-name", "x.db", "create", "-s", str(text), code=1).stderr
@@ -123,7 +123,7 @@ def _generations_with_chain(run: Cli, db: Path) -> dict[str, list[tuple]]:
 
 
 def test_copy_then_restore_from_dir_without_s3(run: Cli, tmp_path: Path,
-                                               storage: Storage) -> None:
+                                               storage: S3Store) -> None:
     db = tmp_path / "app.db"
     expected = _generations_with_chain(run, db)
     gens = list(catalog.list_generations(storage, "app.db"))
@@ -154,7 +154,7 @@ def test_copy_then_restore_from_dir_without_s3(run: Cli, tmp_path: Path,
     assert len(dump(old_db)["t"]) == 1000
 
 
-def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """A daemon's generation without a snapshot is copied with the parents it needs."""
     db = tmp_path / "chain.db"
     conn = open_wal_db(db)
@@ -181,7 +181,7 @@ def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: St
     assert dump(target) == expected
 
 
-def test_copy_and_from_dir_bad_inputs(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_copy_and_from_dir_bad_inputs(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 10)
@@ -214,7 +214,7 @@ def test_copy_and_from_dir_bad_inputs(run: Cli, tmp_path: Path, storage: Storage
 
 
 def test_create_refused_while_a_replicator_holds_the_lease(run: Cli, tmp_path: Path,
-                                                          storage: Storage) -> None:
+                                                          storage: S3Store) -> None:
     from bottomless_core.lease import Lease
 
     src = tmp_path / "seed.db"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
@@ -157,7 +157,7 @@ def test_killed_writer_loses_nothing_acknowledged(run: Cli, tmp_path: Path,
     assert _acked_ids(acked) <= _restored_ids(run, tmp_path)
 
 
-def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, storage: Storage,
+def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, storage: S3Store,
                                                  daemons: list[Daemon]) -> None:
     db, acked, d = _daemon_on_new_db(run, tmp_path, daemons)
     writer = _writer(db, acked, 3.0, "--autocheckpoint", "10", "--truncate-every", "40")
@@ -170,7 +170,7 @@ def test_aggressive_app_checkpoints_lose_nothing(run: Cli, tmp_path: Path, stora
     assert len(list(catalog.list_generations(storage, "app.db"))) >= 1
 
 
-def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, storage: Storage,
+def test_daemon_checkpoints_and_starts_generations(run: Cli, tmp_path: Path, storage: S3Store,
                                                    daemons: list[Daemon]) -> None:
     db, acked, d = _daemon_on_new_db(run, tmp_path, daemons, ("--checkpoint-pages", "300"))
     poll("daemon start", lambda: d.caught_up_after(0))
@@ -261,7 +261,7 @@ def test_signals_during_an_outage(run: Cli, tmp_path: Path, s3: SeaweedServer,
         proxy.close()
 
 
-def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: Storage,
+def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: S3Store,
                                        daemons: list[Daemon]) -> None:
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     _new_db(a)
@@ -300,7 +300,7 @@ def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: Storag
 
 
 def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Path,
-                                                         storage: Storage,
+                                                         storage: S3Store,
                                                          daemons: list[Daemon]) -> None:
     """After the daemon's own checkpoint the next generation restores through its parent;
     the snapshot policy (here: 3 in a row; while writes outrun the checkpoints it waits, but
@@ -327,7 +327,7 @@ def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Pat
     run("--db-name", "app.db", "verify")
 
 
-def test_removing_the_generation_being_written(run: Cli, tmp_path: Path, storage: Storage,
+def test_removing_the_generation_being_written(run: Cli, tmp_path: Path, storage: S3Store,
                                                daemons: list[Daemon]) -> None:
     """rm -g of the daemon's current generation: it notices before its next upload and starts
     a new generation, so the bucket keeps a restorable newest generation."""

@@ -164,7 +164,7 @@ def no_s3(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to build the S3 client fails the test (endpoint 127.0.0.1:9 is closed too)."""
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("S3 was used before the options were checked")
-    monkeypatch.setattr(bottomless_cli.context, "Storage", refuse)
+    monkeypatch.setattr(bottomless_cli.context, "S3Store", refuse)
 
 
 def _cli(*args: str) -> Result:

@@ -33,11 +33,11 @@ from bottomless_core.errors import (
     NotFoundError,
     StorageError,
 )
-from bottomless_core.filestore import FileStore
 from bottomless_core.lease import LeaseRecord, lease_key, system_id, writer_identity
 from bottomless_core.replicator import ReplicateOptions, ReplicateResult, replicate_once
 from bottomless_core.restore import plan_restore
 from bottomless_core.retention import plan_removal, remove_generations
+from bottomless_core.store.files import FileStore
 from tests.chains import T0, Driver, when
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -718,7 +718,7 @@ def test_cli_round_trip_with_a_file_endpoint(db: tuple[Path, sqlite3.Connection]
     def no_s3(*_: object, **__: object) -> None:
         raise AssertionError("a file: endpoint must not build an S3 client")
 
-    monkeypatch.setattr(bottomless_cli.context, "Storage", no_s3)
+    monkeypatch.setattr(bottomless_cli.context, "S3Store", no_s3)
     path, conn = db
     endpoint = (tmp_path / "backups").as_uri()
     g = ["-e", endpoint, "-b", "bk", "-d", str(path)]

@@ -12,11 +12,14 @@ import zstandard
 from pyrage import x25519
 
 from bottomless_core import catalog, layout
-from bottomless_core.crypto import AGE_MAGIC, AgeKeys, EncryptedStore
+from bottomless_core.agekeys import AgeKeys
 from bottomless_core.database import ReadLock
 from bottomless_core.errors import ConfigError
 from bottomless_core.replicator import ReplicateOptions, Replicator
-from bottomless_core.storage import ServerSideEncryption, Storage, StorageConfig
+from bottomless_core.store.age import AgeStore
+from bottomless_core.store.base import AGE_MAGIC
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import ServerSideEncryption, StorageConfig
 from tests.chains import T0, Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
@@ -47,11 +50,11 @@ def _one_error(stderr: str, *needles: str) -> str:
     return lines[0]
 
 
-def _objects(storage: Storage) -> dict[str, bytes]:
+def _objects(storage: S3Store) -> dict[str, bytes]:
     return {o.key: storage.get(o.key) for o in storage.list_objects("")}
 
 
-def test_encrypted_replicate_restore(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_encrypted_replicate_restore(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     ident, key_file = _key(tmp_path)
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -104,7 +107,7 @@ def test_encrypted_replicate_restore(run: Cli, tmp_path: Path, storage: Storage)
     assert _objects(storage) == objects  # reading changed nothing
 
 
-def test_zstd_snapshot_is_age_of_zstd(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_zstd_snapshot_is_age_of_zstd(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     ident, key_file = _key(tmp_path)
     recipients = tmp_path / "recipients.txt"
     recipients.write_text(f"# ops team\n{ident.to_public()}\n")
@@ -126,14 +129,14 @@ def test_zstd_snapshot_is_age_of_zstd(run: Cli, tmp_path: Path, storage: Storage
 
 
 def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
-                                                   storage: Storage) -> None:
+                                                   storage: S3Store) -> None:
     """Generations without a snapshot (the daemon's, after its checkpoint), the `snapshot`
     command that gives one a snapshot, and copy -> restore --from-dir: all encrypted."""
     ident, key_file = _key(tmp_path)
     db = tmp_path / "chain.db"
     conn = open_wal_db(db)
     _marked_rows(conn, 400)
-    d = Driver(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())))
+    d = Driver(db, AgeStore(storage, AgeKeys((ident.to_public(),), ())))
     try:
         d.sync()
         d.at(10).checkpoint()
@@ -170,7 +173,7 @@ def test_encrypted_chain_snapshot_command_and_copy(run: Cli, tmp_path: Path,
 
 
 def test_plaintext_generations_stay_readable(run: Cli, tmp_path: Path,
-                                             storage: Storage) -> None:
+                                             storage: S3Store) -> None:
     """A bucket from before encryption: old generations restore without a key."""
     ident, key_file = _key(tmp_path)
     db = tmp_path / "mix.db"
@@ -193,7 +196,7 @@ def test_plaintext_generations_stay_readable(run: Cli, tmp_path: Path,
     assert len(dump(new)["t"]) == 200
 
 
-def test_damaged_encrypted_batch(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_damaged_encrypted_batch(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     ident, key_file = _key(tmp_path)
     db = tmp_path / "d.db"
     conn = open_wal_db(db)
@@ -224,7 +227,7 @@ def test_damaged_encrypted_batch(run: Cli, tmp_path: Path, storage: Storage) -> 
     (("--sse-kms-key-id", "k1"), ("needs --sse aws:kms",)),
     (("--sse", "AES256", "--sse-kms-key-id", "k1"), ("needs --sse aws:kms",)),
 ])
-def test_bad_encryption_options(run: Cli, tmp_path: Path, storage: Storage,
+def test_bad_encryption_options(run: Cli, tmp_path: Path, storage: S3Store,
                                 args: tuple[str, ...], needles: tuple[str, ...]) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -274,7 +277,7 @@ class _Recorder:
 def test_sse_on_every_upload(sse: ServerSideEncryption, expected: dict) -> None:
     import io
 
-    store = Storage(StorageConfig("http://127.0.0.1:1", "b", "us-east-1", "a", "s", sse=sse))
+    store = S3Store(StorageConfig("http://127.0.0.1:1", "b", "us-east-1", "a", "s", sse=sse))
     store._client = _Recorder()  # type: ignore[assignment]
     store.put("k", b"x")
     store.put("db.lease", b"{}", if_none_match=True)
@@ -288,7 +291,7 @@ def test_sse_on_every_upload(sse: ServerSideEncryption, expected: dict) -> None:
     assert {k: extra[k] for k in expected} == expected and extra["Metadata"] == {"sha256": "0"}
 
 
-def test_sse_aes256_round_trip(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_sse_aes256_round_trip(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """The local S3 server accepts SSE-S3: replicate with it, restore."""
     db = tmp_path / "s.db"
     conn = open_wal_db(db)
@@ -308,8 +311,8 @@ def test_streams_are_bounded_and_report_the_source_error() -> None:
     itself, not as a damaged object."""
     import io
 
-    from bottomless_core.crypto import decrypting_reader, encrypting_reader
     from bottomless_core.errors import StorageError
+    from bottomless_core.store.age import decrypting_reader, encrypting_reader
 
     ident = x25519.Identity.generate()
     plain = bytes(range(256)) * (12 << 12)  # 12 MiB
@@ -340,7 +343,7 @@ def test_streams_are_bounded_and_report_the_source_error() -> None:
 
 
 def test_encrypted_daemon_with_background_snapshots(run: Cli, tmp_path: Path,
-                                                    storage: Storage) -> None:
+                                                    storage: S3Store) -> None:
     """The daemon's own checkpoints, snapshot-less generations and background snapshots, all
     through the age layer: no row in the bucket, every one back with the identity."""
     import json
@@ -424,7 +427,7 @@ sse = ""
             load_config(config)
 
 
-def test_create_encrypted(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_create_encrypted(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     ident, key_file = _key(tmp_path)
     src = tmp_path / "seed.db"
     conn = sqlite3.connect(src, isolation_level=None)
@@ -439,7 +442,7 @@ def test_create_encrypted(run: Cli, tmp_path: Path, storage: Storage) -> None:
     assert dump(target) == expected
 
 
-def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
+def _encrypted_chain(tmp_path: Path, storage: S3Store, ident: x25519.Identity,
                      plain_child: bool = False) -> Path:
     """chain.db: an encrypted generation and a snapshot-less child; with ``plain_child`` the
     child's batches were written without a recipient (its parent alone is encrypted)."""
@@ -447,7 +450,7 @@ def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
     conn = open_wal_db(db)
     _marked_rows(conn, 400)
     now = [T0]
-    replicator = Replicator(db, EncryptedStore(storage, AgeKeys((ident.to_public(),), ())),
+    replicator = Replicator(db, AgeStore(storage, AgeKeys((ident.to_public(),), ())),
                             options=ReplicateOptions(clock=lambda: now[0]))
     lock = ReadLock(db)
     try:
@@ -456,7 +459,7 @@ def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
         now[0] += 10  # a generation a second: the child comes after its parent's second
         assert replicator.checkpoint(lock).done
         if plain_child:
-            replicator.storage = EncryptedStore(storage)
+            replicator.storage = AgeStore(storage)
         _marked_rows(conn, 400, start=1000)
         replicator.sync(lock)
     finally:
@@ -468,7 +471,7 @@ def _encrypted_chain(tmp_path: Path, storage: Storage, ident: x25519.Identity,
 
 @pytest.mark.parametrize("plain_child", [False, True])
 def test_snapshot_of_an_encrypted_chain_needs_a_recipient(
-        run: Cli, tmp_path: Path, storage: Storage, plain_child: bool) -> None:
+        run: Cli, tmp_path: Path, storage: S3Store, plain_child: bool) -> None:
     """With the identity but no recipient, `snapshot` refuses (it would upload the rows in
     the clear), also when only the parent the child restores through is encrypted."""
     ident, key_file = _key(tmp_path)
@@ -489,8 +492,12 @@ def test_snapshot_of_an_encrypted_chain_needs_a_recipient(
 class _CountingStore:
     """A store that counts the objects opened for reading."""
 
-    def __init__(self, raw: Storage) -> None:
+    def __init__(self, raw: S3Store) -> None:
         self.raw, self.opened = raw, 0
+
+    @property
+    def stored(self) -> _CountingStore:  # objects are read as stored through this one
+        return self
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.raw, name)
@@ -501,7 +508,7 @@ class _CountingStore:
 
 
 def test_continuing_an_encrypted_generation_needs_a_recipient(
-        run: Cli, tmp_path: Path, storage: Storage) -> None:
+        run: Cli, tmp_path: Path, storage: S3Store) -> None:
     ident, _ = _key(tmp_path)
     enc = ("--age-recipient", str(ident.to_public()))
     db = tmp_path / "c.db"
@@ -520,7 +527,7 @@ def test_continuing_an_encrypted_generation_needs_a_recipient(
         assert MARK.encode() not in data
     # the daemon's path: the verdict is read once per generation, not per poll
     counting = _CountingStore(storage)
-    replicator = Replicator(db, EncryptedStore(counting))  # type: ignore[arg-type]
+    replicator = Replicator(db, AgeStore(counting))  # type: ignore[arg-type]
     lock = ReadLock(db)
     try:
         lock.acquire()
@@ -537,7 +544,7 @@ def test_continuing_an_encrypted_generation_needs_a_recipient(
 
 
 def test_new_plaintext_generation_after_an_encrypted_one_is_refused(
-        run: Cli, tmp_path: Path, storage: Storage) -> None:
+        run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """The app checkpointed between runs, so the next run starts a generation with a full
     snapshot: without the recipient that snapshot would hold every row in the clear."""
     ident, _ = _key(tmp_path)
@@ -562,7 +569,7 @@ def test_new_plaintext_generation_after_an_encrypted_one_is_refused(
 
 
 def test_plain_generation_continued_with_a_recipient_is_mixed(
-        run: Cli, tmp_path: Path, storage: Storage) -> None:
+        run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """The other way round is allowed (restore reads both); ls says "mixed"."""
     ident, key_file = _key(tmp_path)
     db = tmp_path / "p.db"
@@ -589,7 +596,7 @@ def test_plain_generation_continued_with_a_recipient_is_mixed(
     ((), {"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": ""}),
     ((), {"LIBSQL_BOTTOMLESS_AGE_RECIPIENT": "  "}),
 ])
-def test_empty_recipient_is_refused(run: Cli, tmp_path: Path, storage: Storage,
+def test_empty_recipient_is_refused(run: Cli, tmp_path: Path, storage: S3Store,
                                     args: tuple[str, ...], env: dict[str, str]) -> None:
     db = tmp_path / "e.db"
     conn = open_wal_db(db)
@@ -601,7 +608,7 @@ def test_empty_recipient_is_refused(run: Cli, tmp_path: Path, storage: Storage,
 
 
 def test_key_variables_are_not_split_on_spaces(run: Cli, tmp_path: Path,
-                                               storage: Storage) -> None:
+                                               storage: S3Store) -> None:
     """An identity path with spaces, a whole key file's text in the variable; recipients
     listed with commas, a recipients file whose path has spaces."""
     ident, key_file = _key(tmp_path)

@@ -10,7 +10,7 @@ from bottomless_core import catalog, layout
 from bottomless_core.codec import decompress
 from bottomless_core.replicator import ReplicateOptions
 from bottomless_core.restore import restore
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.chains import T0, Driver, iso
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
@@ -25,7 +25,7 @@ def _restore(run: Cli, out: Path, *args: str) -> dict:
 
 
 def test_point_in_time_never_includes_a_later_commit(run: Cli, tmp_path: Path,
-                                                     storage: Storage) -> None:
+                                                     storage: S3Store) -> None:
     """A commit shipped at s + 0.9 may have been made at s + 0.5: its batch is stamped s + 1,
     so a restore at s + 0.3 leaves it out and a restore at s + 1 has it."""
     db = tmp_path / "app.db"
@@ -62,7 +62,7 @@ def _dump_image(path: Path) -> tuple[str, dict]:
 
 
 def test_snapshot_alone_is_the_state_at_the_capture(run: Cli, tmp_path: Path,
-                                                   storage: Storage) -> None:
+                                                   storage: S3Store) -> None:
     """The app's checkpoint has copied some WAL frames into the main file, not all (a reader
     holds it back): the main file alone is an older state than the committed one. The
     snapshot object must still be exactly the committed state."""
@@ -101,7 +101,7 @@ def test_snapshot_alone_is_the_state_at_the_capture(run: Cli, tmp_path: Path,
 
 
 def test_a_gap_left_by_a_cut_ship_is_refilled_from_the_wal(tmp_path: Path,
-                                                           storage: Storage) -> None:
+                                                           storage: S3Store) -> None:
     """Batches go up side by side, so a ship cut short can leave batch k missing and k+1
     stored. While the local WAL still holds those frames, the next run ships on from the gap
     in the same generation; the stored batch after it becomes a checked repeat."""

@@ -1,6 +1,7 @@
-"""The file backend keeps the ObjectStore contract that S3 gives the core: key order, common
-prefixes, user metadata and ETags, conditional writes that hold between processes, writes that
-are never seen half done, and one-line errors. No server needed."""
+"""What the file backend does beyond the ObjectStore contract (tests/test_store_contract.py):
+AWS S3's byte order of keys, MD5 ETags, conditional writes that hold between processes,
+emptied directories that go, writes never seen half done, keys a directory cannot hold, and
+one-line errors for local failures. No server needed."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from bottomless_core.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from bottomless_core.filestore import FileStore
-from bottomless_core.objectstore import ObjectStore, file_root, open_store
-from bottomless_core.storage import Storage, StorageConfig
+from bottomless_core.store.base import ObjectStore
+from bottomless_core.store.files import FileStore
+from bottomless_core.store.opener import open_backend
+from bottomless_core.store.s3 import S3Store
+from bottomless_core.store.settings import StorageConfig, file_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,34 +54,34 @@ def _python(code: str, *args: str) -> subprocess.Popen[str]:
 
 def test_both_backends_are_object_stores(store: FileStore) -> None:
     assert isinstance(store, ObjectStore)
-    assert isinstance(Storage(StorageConfig("http://127.0.0.1:9", "b")), ObjectStore)
+    assert isinstance(S3Store(StorageConfig("http://127.0.0.1:9", "b")), ObjectStore)
 
 
 def test_open_store_picks_the_backend_from_the_endpoint(store: FileStore, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    s = open_store(f"file://{tmp_path}/b", "x")
+    s = open_backend(f"file://{tmp_path}/b", "x")
     assert isinstance(s, FileStore) and s.dir == tmp_path / "b" / "x"
     assert s.where == (tmp_path / "b").as_uri() and s.bucket == "x"
-    rel = open_store("file:rel/dir", "x")
+    rel = open_backend("file:rel/dir", "x")
     assert isinstance(rel, FileStore) and rel.dir == tmp_path / "rel" / "dir" / "x"
     assert file_root("file://localhost/srv/b") == Path("/srv/b")
     assert file_root("file:///srv/with%20space") == Path("/srv/with space")
     assert file_root("http://127.0.0.1:9000") is None and file_root(None) is None
     for bad in ("file://host/srv/b", "file:", "file://"):
         with pytest.raises(ConfigError):
-            open_store(bad, "x")
+            open_backend(bad, "x")
     with pytest.raises(ConfigError, match="bucket"):
-        open_store("file:///srv", "../etc")
-    s3 = open_store("http://127.0.0.1:9", "x", {"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
-    assert isinstance(s3, Storage) and s3.config.max_attempts == 1
+        open_backend("file:///srv", "../etc")
+    s3 = open_backend("http://127.0.0.1:9", "x", {"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
+    assert isinstance(s3, S3Store) and s3.config.max_attempts == 1
     seen: list[StorageConfig] = []
 
     def fake_s3(config: StorageConfig) -> ObjectStore:
         seen.append(config)
         return store
 
-    assert open_store("http://127.0.0.1:9", "x", s3=fake_s3) is store
+    assert open_backend("http://127.0.0.1:9", "x", s3=fake_s3) is store
     assert seen[0].endpoint == "http://127.0.0.1:9" and seen[0].bucket == "x"
 
 
@@ -160,7 +163,7 @@ def test_metadata_and_etags(store: FileStore) -> None:
     assert _keys(store) == ["g/.dep"]
 
 
-def test_upload_download_and_streams(store: FileStore) -> None:
+def test_uploads_and_streams(store: FileStore) -> None:
     data = os.urandom(3 << 20) + b"tail"
     seen: list[int] = []
     store.upload("g/db.zstd", io.BytesIO(data), {"sha256": "abc"}, on_progress=seen.append)
@@ -168,9 +171,6 @@ def test_upload_download_and_streams(store: FileStore) -> None:
     head = store.head("g/db.zstd")
     assert head is not None and head.metadata == {"sha256": "abc"}
     assert store.get("g/db.zstd") == data
-    chunks: list[bytes] = []
-    assert store.download("g/db.zstd", chunks.append) == len(data)
-    assert b"".join(chunks) == data
     with store.open_object("g/db.zstd") as body:
         assert body.read(10) == data[:10]
         assert body.read() == data[10:]
@@ -214,7 +214,7 @@ def test_conditional_puts(store: FileStore) -> None:
 RACE_CREATE = """
 import sys, time
 from pathlib import Path
-from bottomless_core.filestore import FileStore
+from bottomless_core.store.files import FileStore
 from bottomless_core.errors import PreconditionFailedError
 store = FileStore(Path(sys.argv[1]), "bucket")
 while not Path(sys.argv[2]).exists():
@@ -229,7 +229,7 @@ except PreconditionFailedError:
 RACE_COUNT = """
 import sys
 from pathlib import Path
-from bottomless_core.filestore import FileStore
+from bottomless_core.store.files import FileStore
 from bottomless_core.errors import PreconditionFailedError
 store = FileStore(Path(sys.argv[1]), "bucket")
 done = retries = 0
@@ -289,7 +289,8 @@ def test_threads_writing_into_a_directory_that_deletes_empty(store: FileStore) -
 SLOW_WRITER = """
 import sys, time
 from pathlib import Path
-from bottomless_core.filestore import FileStore
+from bottomless_core.store.files import FileStore
+from bottomless_core.store.opener import open_backend
 
 class Endless:
     reads = 0

@@ -10,12 +10,12 @@ import pytest
 from bottomless_core import replicator as replicator_module
 from bottomless_core.follower import Follower, FollowOptions
 from bottomless_core.replicator import Replicator
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, insert_rows, open_wal_db
 
 
-def test_a_full_disk_is_retried_and_reported(run: Cli, tmp_path: Path, storage: Storage,
+def test_a_full_disk_is_retried_and_reported(run: Cli, tmp_path: Path, storage: S3Store,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -48,7 +48,7 @@ def test_a_full_disk_is_retried_and_reported(run: Cli, tmp_path: Path, storage: 
     conn.close()
 
 
-def test_an_unexpected_exception_is_retried(tmp_path: Path, storage: Storage,
+def test_an_unexpected_exception_is_retried(tmp_path: Path, storage: S3Store,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
@@ -78,7 +78,7 @@ def test_an_unexpected_exception_is_retried(tmp_path: Path, storage: Storage,
 @pytest.mark.parametrize("page_size", [4096, 8192])
 def test_the_daemon_notes_once_a_page_size_libsql_cannot_restore(
         tmp_path: Path, page_size: int, caplog: pytest.LogCaptureFixture) -> None:
-    from bottomless_core.filestore import FileStore
+    from bottomless_core.store.files import FileStore
 
     store = FileStore(tmp_path / "backups", "bucket")
     store.create_bucket()

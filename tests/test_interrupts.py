@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_core.tempfiles import host_tag
 from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
@@ -49,7 +49,7 @@ def proxy(s3: SeaweedServer) -> Iterator[Proxy]:
     p.close()
 
 
-def _uploads(storage: Storage) -> list[dict]:
+def _uploads(storage: S3Store) -> list[dict]:
     """Unfinished multipart uploads in the bucket (asked of the server directly)."""
     return storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
 
@@ -62,7 +62,7 @@ def _temp_files(directory: Path, name: str) -> list[str]:
 
 
 def _start_replicate(run: Cli, proxy: Proxy, db: Path,
-                     storage: Storage) -> subprocess.Popen[str]:
+                     storage: S3Store) -> subprocess.Popen[str]:
     """``replicate --once`` through the slow proxy, returned once its snapshot upload is under
     way (the server lists the multipart upload)."""
     env = cli_env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint)
@@ -74,7 +74,7 @@ def _start_replicate(run: Cli, proxy: Proxy, db: Path,
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_the_snapshot_upload(run: Cli, tmp_path: Path, storage: Storage,
+def test_signal_during_the_snapshot_upload(run: Cli, tmp_path: Path, storage: S3Store,
                                            big_db: Path, proxy: Proxy, sig: int) -> None:
     p = _start_replicate(run, proxy, big_db, storage)
     assert _temp_files(tmp_path, "app.db")  # the snapshot being uploaded
@@ -90,7 +90,7 @@ def test_signal_during_the_snapshot_upload(run: Cli, tmp_path: Path, storage: St
     assert "new generation" in out.stdout
 
 
-def test_next_run_cleans_up_after_a_killed_one(run: Cli, tmp_path: Path, storage: Storage,
+def test_next_run_cleans_up_after_a_killed_one(run: Cli, tmp_path: Path, storage: S3Store,
                                                big_db: Path, proxy: Proxy) -> None:
     p = _start_replicate(run, proxy, big_db, storage)
     p.kill()  # no chance to clean up
@@ -110,7 +110,7 @@ def test_next_run_cleans_up_after_a_killed_one(run: Cli, tmp_path: Path, storage
     assert restored.read_bytes() == big_db.read_bytes()
 
 
-def test_sigterm_during_a_restore_download(run: Cli, tmp_path: Path, storage: Storage,
+def test_sigterm_during_a_restore_download(run: Cli, tmp_path: Path, storage: S3Store,
                                            big_db: Path, proxy: Proxy) -> None:
     run("-d", str(big_db), "replicate", "--once")
     target = tmp_path / "target.db"

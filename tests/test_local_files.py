@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 from tests.procs import DEADLINE, App, cli_env, cli_proc, lines, one_error_line
@@ -38,7 +38,7 @@ def _diverge(db: Path) -> bytes:
 # --- symlinks -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["directory", "file"])
-def test_symlinked_database(run: Cli, tmp_path: Path, storage: Storage, kind: str) -> None:
+def test_symlinked_database(run: Cli, tmp_path: Path, storage: S3Store, kind: str) -> None:
     """The app writes through the link; SQLite puts -wal and -shm beside the target."""
     real = tmp_path / "real"
     real.mkdir()
@@ -184,7 +184,7 @@ def test_verify_writes_nothing_beside_the_database(run: Cli, tmp_path: Path) -> 
 # --- replicate --once --config: a broken database does not stop the others -----------------
 
 def test_once_config_backs_up_the_others_after_a_broken_database(run: Cli, tmp_path: Path,
-                                                                 storage: Storage) -> None:
+                                                                 storage: S3Store) -> None:
     states = {}
     for name in ("first", "third"):
         conn = open_wal_db(tmp_path / f"{name}.db")

@@ -18,7 +18,7 @@ from bottomless_core.codec import compress, decompress
 from bottomless_core.database import wal_path
 from bottomless_core.layout import BatchKey
 from bottomless_core.replicator import ReplicateOptions, replicate_once
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 from tests.procs import DEADLINE, cli_env, cli_proc, lines, one_error_line, poll
@@ -50,7 +50,7 @@ def _identity(db: Path) -> str:
 
 # --- two replicators of the same file on this host ------------------------------------------
 
-def test_two_once_runs_at_the_same_time(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_two_once_runs_at_the_same_time(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """Both exit; one backs the database up, the other waits for it (and finds nothing to do)
     or gives up with one line naming the first; the bucket holds one sound generation."""
     db = tmp_path / "app.db"
@@ -97,7 +97,7 @@ def _two_databases(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_second_database_while_a_daemon_holds_the_name(run: Cli, tmp_path: Path,
-                                                       storage: Storage,
+                                                       storage: S3Store,
                                                        daemons: list[Daemon]) -> None:
     a, b = _two_databases(tmp_path)
     d = Daemon(["-d", str(a), "--db-name", "shared"], cli_env(run), tmp_path)
@@ -123,7 +123,7 @@ def test_second_database_while_a_daemon_holds_the_name(run: Cli, tmp_path: Path,
     assert _restore(run, "shared", tmp_path / "ra.db", "-g", str(a_gens[0])) == dump(a)
 
 
-def test_second_database_after_a_once_run(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_second_database_after_a_once_run(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """The sequential case: no lease is live, yet b is not a continuation of a."""
     a, b = _two_databases(tmp_path)
     run("-d", str(a), "--db-name", "shared", "replicate", "--once")
@@ -142,7 +142,7 @@ def test_second_database_after_a_once_run(run: Cli, tmp_path: Path, storage: Sto
     assert _restore(run, "shared", tmp_path / "rb.db") == expected
 
 
-def _b_starts_cleanly(run: Cli, storage: Storage, b: Path, a_gens: list,
+def _b_starts_cleanly(run: Cli, storage: S3Store, b: Path, a_gens: list,
                       tmp_path: Path) -> None:
     gens = list(catalog.list_generations(storage, "shared"))
     assert gens[1:] == a_gens and len(gens) == 2
@@ -158,18 +158,18 @@ T0 = 1_700_000_000
 FRAME = 24 + 4096  # frame header + page (open_wal_db's page size)
 
 
-def _batches(storage: Storage, name: str) -> list[tuple[BatchKey, str]]:
+def _batches(storage: S3Store, name: str) -> list[tuple[BatchKey, str]]:
     gen = catalog.newest_generation(storage, name)
     assert gen is not None
     g = catalog.describe_generation(storage, name, gen)
     return [(k, o.key) for k, o in g.batches]
 
 
-def _frames(storage: Storage, batches: list[tuple[BatchKey, str]]) -> bytes:
+def _frames(storage: S3Store, batches: list[tuple[BatchKey, str]]) -> bytes:
     return b"".join(decompress(storage.get(key), k.codec) for k, key in batches)
 
 
-def _put_batch(storage: Storage, beside: str, first: int, last: int, stamp: int,
+def _put_batch(storage: S3Store, beside: str, first: int, last: int, stamp: int,
                frames: bytes) -> str:
     """Upload ``frames`` as batch first..last stamped ``stamp``, in the generation of the
     batch ``beside``; returns its key."""
@@ -191,7 +191,7 @@ def _db_in_batches(run: Cli, path: Path, start: int) -> dict:
     return state
 
 
-def test_repeated_batch_restores_once(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_repeated_batch_restores_once(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     """The same batch uploaded again under another time (same frames, same content)."""
     expected = _db_in_batches(run, tmp_path / "app.db", 0)
     batches = _batches(storage, "app.db")
@@ -207,7 +207,7 @@ def test_repeated_batch_restores_once(run: Cli, tmp_path: Path, storage: Storage
 
 
 def test_repeated_batch_does_not_cut_a_point_in_time_restore(run: Cli, tmp_path: Path,
-                                                            storage: Storage) -> None:
+                                                            storage: S3Store) -> None:
     """A repeat of an early batch uploaded later (as a second writer would) adds no frame: a
     restore at a time between its stamp and the original's still has every batch stamped
     before that time."""
@@ -230,7 +230,7 @@ def test_repeated_batch_does_not_cut_a_point_in_time_restore(run: Cli, tmp_path:
 
 
 def test_partly_overlapping_batch_restores_once(run: Cli, tmp_path: Path,
-                                                storage: Storage) -> None:
+                                                storage: S3Store) -> None:
     """A batch that starts inside one batch and ends inside another, with the same frames:
     what another replicator of the same WAL would have shipped with other cuts."""
     expected = _db_in_batches(run, tmp_path / "app.db", 0)
@@ -246,7 +246,7 @@ def test_partly_overlapping_batch_restores_once(run: Cli, tmp_path: Path,
 
 
 def test_overlapping_batch_with_other_content_is_an_error(run: Cli, tmp_path: Path,
-                                                          storage: Storage) -> None:
+                                                          storage: S3Store) -> None:
     _db_in_batches(run, tmp_path / "app.db", 0)
     _db_in_batches(run, tmp_path / "other.db", 50_000)
     mine, theirs = _batches(storage, "app.db"), _batches(storage, "other.db")

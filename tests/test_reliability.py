@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from bottomless_core import catalog, layout
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from bottomless_dev.proxy import FAULT_KINDS, Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import storage_for
@@ -79,7 +79,7 @@ class Template:
 class World:
     s3: SeaweedServer
     bucket: str
-    storage: Storage
+    storage: S3Store
     proxy: Proxy
     forks: ForkCli
     tmp: Path
@@ -113,7 +113,7 @@ def _freeze(app: App, dst: Path) -> None:
             shutil.copy2(src, dst / f"app.db{suffix}")
 
 
-def _build(storage: Storage, tmp: Path) -> tuple[Template, Template, Template]:
+def _build(storage: S3Store, tmp: Path) -> tuple[Template, Template, Template]:
     # new: a WAL holding several transactions, no generation yet
     (tmp / "new").mkdir(parents=True)
     app = App(tmp / "new" / "app.db", rows=120)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pyrage import x25519
 
 from bottomless_core import catalog
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 from tests.procs import cli_env, cli_proc, poll
@@ -31,7 +31,7 @@ def _seed(run: Cli, tmp_path: Path, *opts: str) -> dict[str, list[tuple]]:
 
 
 def test_once_restores_a_missing_database_then_replicates(run: Cli, tmp_path: Path,
-                                                          storage: Storage) -> None:
+                                                          storage: S3Store) -> None:
     expected = _seed(run, tmp_path)
     db = tmp_path / "data" / "app.db"  # the directory does not exist either
     out = run("-d", str(db), "replicate", "--once", "--restore-if-missing").stdout
@@ -48,7 +48,7 @@ def test_once_restores_a_missing_database_then_replicates(run: Cli, tmp_path: Pa
     assert dump(target) == after and integrity(target) == "ok"
 
 
-def test_empty_file_and_empty_bucket(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_empty_file_and_empty_bucket(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "app.db"
     out = run("-d", str(db), "replicate", "--once", "--restore-if-missing").stdout
     assert "no backup of 'app.db'" in out and "empty database" in out
@@ -76,7 +76,7 @@ def test_empty_file_and_empty_bucket(run: Cli, tmp_path: Path, storage: Storage)
 
 
 def test_encrypted_backup_needs_the_identity(run: Cli, tmp_path: Path,
-                                            storage: Storage) -> None:
+                                            storage: S3Store) -> None:
     ident = x25519.Identity.generate()
     key = tmp_path / "key.txt"
     key.write_text(f"{ident}\n")
@@ -117,7 +117,7 @@ def _caught_up_after(status_file: Path, t: float) -> bool:
                              for d in dbs)
 
 
-def test_daemon_restores_then_replicates(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_daemon_restores_then_replicates(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     expected = _seed(run, tmp_path)
     db = tmp_path / "data" / "app.db"
     status = tmp_path / "status.json"

@@ -14,7 +14,7 @@ from bottomless_core import catalog, layout
 from bottomless_core.errors import NotFoundError
 from bottomless_core.restore import choose_generation
 from bottomless_core.retention import plan_removal, remove_generations
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.chains import build_chain, iso, when
 from tests.conftest import Cli
 from tests.helpers import dump
@@ -23,7 +23,7 @@ CHILDREN = 3
 
 
 @pytest.fixture
-def chain(tmp_path: Path, storage: Storage, run: Cli) -> Iterator[dict]:
+def chain(tmp_path: Path, storage: S3Store, run: Cli) -> Iterator[dict]:
     """G0 (snapshot, batches at 0 and 10 s), then G1..G3 made by our checkpoints at k*100+20
     (batches at k*100+50 and k*100+110); G1 is then given a snapshot of its own, so G2 and G3
     restore through G1 and no further: G0 is the only generation rm may delete."""
@@ -44,7 +44,7 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("rule", ["older_than", "keep_last"])
 def test_interrupted_removal_leaves_every_kept_generation_restorable(
-        run: Cli, chain: dict, storage: Storage, tmp_path: Path, rule: str) -> None:
+        run: Cli, chain: dict, storage: S3Store, tmp_path: Path, rule: str) -> None:
     gens, states = chain["gens"], chain["states"]
     g0, kept = gens[-1], gens[:-1]
     if rule == "older_than":
@@ -81,7 +81,7 @@ def test_interrupted_removal_leaves_every_kept_generation_restorable(
 
 
 def test_rm_dry_run_over_many_generations_makes_few_requests(
-        run: Cli, storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+        run: Cli, storage: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
     base = 1_700_000_000 * 10**9
     gens = [layout.new_generation_id(base + i * 10**9) for i in range(500)]  # oldest first
     objects = {}
@@ -94,15 +94,15 @@ def test_rm_dry_run_over_many_generations_makes_few_requests(
         list(pool.map(lambda kv: storage.put(*kv), objects.items()))
 
     sent: list[str] = []
-    plain_init = Storage.__init__
+    plain_init = S3Store.__init__
 
-    def counting_init(self: Storage, *args: object, **kwargs: object) -> None:
+    def counting_init(self: S3Store, *args: object, **kwargs: object) -> None:
         plain_init(self, *args, **kwargs)  # type: ignore[arg-type]
         self._client.meta.events.register(
             "before-send.s3", lambda request, **_: sent.append(f"{request.method} "
                                                                f"{request.url}"))
 
-    monkeypatch.setattr(Storage, "__init__", counting_init)
+    monkeypatch.setattr(S3Store, "__init__", counting_init)
     oldest = gens[0]
     out = run("--db-name", "many", "rm", "-g", str(oldest), "--dry-run")
     assert out.stdout.splitlines()[0].startswith(f"would remove {oldest}")

@@ -11,7 +11,7 @@ from bottomless_core import catalog
 from bottomless_core.database import ReadLock
 from bottomless_core.follower import Follower, FollowOptions
 from bottomless_core.replicator import ReplicateOptions, Replicator
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, open_wal_db
 
@@ -24,7 +24,7 @@ def _iso(t: float) -> str:
 
 
 def test_retention_keeps_the_whole_window_restorable(run: Cli, tmp_path: Path,
-                                                      storage: Storage) -> None:
+                                                      storage: S3Store) -> None:
     now = time.time()
     db = tmp_path / "app.db"
     conn = open_wal_db(db)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bottomless_core import catalog
-from bottomless_core.storage import Storage
+from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
 
@@ -19,7 +19,7 @@ def _lose_and_restore(run: Cli, db: Path) -> None:
     assert integrity(db) == "ok"
 
 
-def _keys(storage: Storage) -> list[str]:
+def _keys(storage: S3Store) -> list[str]:
     return [o.key for o in storage.list_objects("")]
 
 
@@ -43,7 +43,7 @@ def test_round_trip_page_sizes(run: Cli, tmp_path: Path, page_size: int, rows: i
     assert len(expected["t"]) == rows
 
 
-def test_round_trip_50mb(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_round_trip_50mb(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "big.db"
     conn = open_wal_db(db, 4096, autocheckpoint=1000)  # the app's default checkpointing
     for i in range(10):
@@ -58,7 +58,7 @@ def test_round_trip_50mb(run: Cli, tmp_path: Path, storage: Storage) -> None:
 
 
 def test_writes_between_runs_with_connection_open(run: Cli, tmp_path: Path,
-                                                  storage: Storage) -> None:
+                                                  storage: S3Store) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 10)
@@ -78,7 +78,7 @@ def test_writes_between_runs_with_connection_open(run: Cli, tmp_path: Path,
     assert dump(db) == expected
 
 
-def test_second_run_uploads_nothing(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_second_run_uploads_nothing(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 50)
@@ -96,7 +96,7 @@ def test_second_run_uploads_nothing(run: Cli, tmp_path: Path, storage: Storage) 
 
 
 def test_app_checkpoint_starts_new_generation(run: Cli, tmp_path: Path,
-                                              storage: Storage) -> None:
+                                              storage: S3Store) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 100)
@@ -118,7 +118,7 @@ def test_app_checkpoint_starts_new_generation(run: Cli, tmp_path: Path,
 
 
 @pytest.mark.parametrize("codec", ["gzip", "raw"])
-def test_other_codecs(run: Cli, tmp_path: Path, storage: Storage, codec: str) -> None:
+def test_other_codecs(run: Cli, tmp_path: Path, storage: S3Store, codec: str) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 100)
@@ -133,7 +133,7 @@ def test_other_codecs(run: Cli, tmp_path: Path, storage: Storage, codec: str) ->
     assert dump(db) == expected
 
 
-def test_small_batches_split_transactions(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_small_batches_split_transactions(run: Cli, tmp_path: Path, storage: S3Store) -> None:
     db = tmp_path / "app.db"
     conn = open_wal_db(db)
     insert_rows(conn, 10)

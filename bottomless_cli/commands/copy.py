@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
-from bottomless_core.filestore import LOCK_NAME
-from bottomless_core.transfer import copy_generation, directory_store
+from bottomless_core.transfer import copy_to_directory
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
@@ -33,17 +31,8 @@ def copy(app: App, generation: str | None, to_dir: Path) -> None:
       bottomless-cli -d app.db restore --from-dir /mnt/usb/app-backup
     """
     gen = parse_generation_option(generation)
-    made = not to_dir.exists()
-    dest = directory_store(to_dir, create=True)
-    try:
-        with progress_for(app.err, app.interactive) as progress:
-            result = copy_generation(app.storage, app.db_name, dest, gen, progress)
-    except BaseException:
-        if made:  # a failed copy leaves no empty directory behind (only what it made)
-            with contextlib.suppress(OSError):
-                (dest.dir / LOCK_NAME).unlink(missing_ok=True)
-                to_dir.rmdir()  # only if empty
-        raise
+    with progress_for(app.err, app.interactive) as progress:
+        result = copy_to_directory(app.storage, app.db_name, to_dir, gen, progress)
     chain = (f" and the {len(result.chain) - 1} generations it restores through"
              if len(result.chain) > 1 else "")
     click.echo(f"copied generation {result.generation}{chain} to {to_dir}: "

@@ -14,10 +14,9 @@ from bottomless_core.catalog import (
     describe_generation,
     list_generations,
 )
-from bottomless_core.crypto import object_encryption
 from bottomless_core.dates import parse_older_than
 from bottomless_core.errors import NotFoundError
-from bottomless_core.objectstore import ObjectStore
+from bottomless_core.store.base import ObjectStore
 
 from ..context import App, parse_generation_option, pass_app
 from ..render import generation_facts, generations_table
@@ -88,7 +87,7 @@ def _encryption(storage: ObjectStore, g: Generation) -> str | None:
     seen: set[str] = set()
     for info in sample:
         try:
-            seen.add(object_encryption(storage, info.key))
+            seen.add(storage.object_encryption(info.key))
         except NotFoundError:  # removed since the listing
             continue
     if not seen:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from .errors import (
+from ..errors import (
     BottomlessError,
     BucketNotFoundError,
     ConfigError,
@@ -42,7 +42,7 @@ from .errors import (
     PreconditionFailedError,
     StorageError,
 )
-from .objectstore import ObjectInfo
+from .base import ObjectInfo, ObjectStore
 
 CHUNK = 1 << 20
 LOCK_NAME = ".bottomless-lock"
@@ -80,7 +80,7 @@ class _FileBody:
             return self._f.read(size)
 
 
-class FileStore:
+class FileStore(ObjectStore):
     """An ObjectStore whose bucket is the directory ``root/bucket``."""
 
     def __init__(self, root: Path, bucket: str) -> None:
@@ -89,10 +89,14 @@ class FileStore:
         self.root = Path(os.path.abspath(root))
         self.bucket = bucket
         self.dir = self.root / bucket
-        self.where = self.root.as_uri()
+        self._where = self.root.as_uri()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r}, {self.bucket!r})"
+
+    @property
+    def where(self) -> str:
+        return self._where
 
     # --- errors -----------------------------------------------------------------------------
 
@@ -193,12 +197,6 @@ class FileStore:
             if not os.access(self.dir, os.R_OK | os.X_OK):
                 raise StorageError(f"bucket {self.bucket!r} at {self.where}: permission "
                                    f"denied ({self.dir})")
-
-    def ensure_bucket(self) -> None:
-        try:
-            self.check_bucket()
-        except BucketNotFoundError:
-            self.create_bucket()
 
     def create_bucket(self) -> None:
         with self._errors(f"creating bucket {self.bucket!r}"):
@@ -328,12 +326,6 @@ class FileStore:
         with self._errors(f"reading {key}"):
             return path.read_bytes()
 
-    def get_optional(self, key: str) -> bytes | None:
-        try:
-            return self.get(key)
-        except NotFoundError:
-            return None
-
     def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str], str] | None:
         path = self._path(key)
         try:
@@ -345,16 +337,20 @@ class FileStore:
             return None
         return data, metadata, _etag(data)
 
-    def exists(self, key: str) -> bool:
-        return self.head(key) is not None
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        with self._errors(f"reading {key}"), open(path, "rb") as f:
+            f.seek(start)
+            return f.read(max(0, length))
 
-    def download(self, key: str, sink: Callable[[bytes], None]) -> int:
-        total = 0
-        with self.open_object(key) as body:
-            while chunk := body.read(CHUNK):
-                total += len(chunk)
-                sink(chunk)
-        return total
+    def remove_if_empty(self) -> None:
+        """Remove the bucket's directory if it holds no object (what a failed
+        ``copy --to-dir`` made), with the lock file the store keeps there."""
+        if self._holds_object(self.dir):
+            return
+        with contextlib.suppress(OSError):
+            (self.dir / LOCK_NAME).unlink(missing_ok=True)
+            self.dir.rmdir()
 
     @contextlib.contextmanager
     def open_object(self, key: str) -> Iterator[_FileBody]:
@@ -512,11 +508,4 @@ class FileStore:
                 return  # not empty (or gone, or not ours to remove): stop there
             directory = directory.parent
 
-    # --- multipart uploads: none here ------------------------------------------------------
-
-    def stale_uploads(self, prefix: str) -> Iterator[tuple[str, str, datetime | None]]:
-        """A write in progress is a hidden temporary file, not an upload to abort."""
-        return iter(())
-
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        return None
+    # (multipart uploads: none here; a write in progress is a hidden temporary file)

@@ -1,4 +1,4 @@
-"""The one place that talks to S3: the boto3 implementation of ``objectstore.ObjectStore``.
+"""S3 through boto3: the one place that talks to S3 (an ``ObjectStore``).
 
 Everything above this module deals in keys and bytes; every boto/botocore failure leaves it as
 a StorageError (or NotFoundError) with one readable line that never carries a secret.
@@ -7,9 +7,7 @@ a StorageError (or NotFoundError) with one readable line that never carries a se
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
@@ -18,26 +16,16 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from .errors import (
+from ..errors import (
     BucketNotFoundError,
-    ConfigError,
     NotFoundError,
     PreconditionFailedError,
     StorageError,
 )
-from .objectstore import ObjectInfo
+from .base import ObjectInfo, ObjectStore, RequestCounter
+from .settings import DEFAULT_REGION, StorageConfig
 
-__all__ = ["DEFAULT_BUCKET", "DEFAULT_ENDPOINT", "ObjectInfo", "ServerSideEncryption", "Storage",
-           "StorageConfig"]
-
-DEFAULT_ENDPOINT = "http://localhost:9000"
-DEFAULT_BUCKET = "bottomless"
-DEFAULT_REGION = "us-east-1"
-# botocore "standard" retries: exponential backoff (jittered, up to 20 s) on throttling, 5xx
-# and connection errors; 5 attempts ride out a server restart without hanging a user for long.
-MAX_ATTEMPTS = 5
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
-DOWNLOAD_CHUNK = 1 << 20
 # Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload (an
 # encrypted snapshot has no length: s3transfer reads its parts into memory, by default up to
 # 10 of them, which the cap below keeps at the 4 being sent).
@@ -53,87 +41,10 @@ _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "Thrott
                       "ThrottlingException", "RequestTimeout", "500", "502", "503", "504"}
 
 
-SSE_ALGORITHMS = {"aes256": "AES256", "aws:kms": "aws:kms"}
-
-
-@dataclass(frozen=True)
-class ServerSideEncryption:
-    """S3 server-side encryption asked for on every upload (``--sse``): the provider keeps
-    the objects encrypted at rest; it reads them back in clear for anyone the bucket lets
-    read. ``aws:kms`` may name the KMS key (else the bucket's default key)."""
-
-    algorithm: str  # "AES256" or "aws:kms"
-    kms_key_id: str | None = None
-
-    @classmethod
-    def parse(cls, algorithm: str | None, kms_key_id: str | None = None,
-              ) -> ServerSideEncryption | None:
-        if not algorithm:
-            if kms_key_id:
-                raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
-            return None
-        name = SSE_ALGORITHMS.get(algorithm.strip().lower())
-        if name is None:
-            raise ConfigError(f"--sse {algorithm!r}: use AES256 or aws:kms")
-        if kms_key_id and name != "aws:kms":
-            raise ConfigError("--sse-kms-key-id needs --sse aws:kms, not AES256")
-        return cls(name, kms_key_id or None)
-
-    def request_args(self) -> dict[str, str]:
-        args = {"ServerSideEncryption": self.algorithm}
-        if self.kms_key_id:
-            args["SSEKMSKeyId"] = self.kms_key_id
-        return args
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    """Where the bucket is and how to sign requests (None = boto3's default chain)."""
-
-    endpoint: str | None = DEFAULT_ENDPOINT
-    bucket: str = DEFAULT_BUCKET
-    region: str | None = None
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    max_attempts: int = MAX_ATTEMPTS
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    sse: ServerSideEncryption | None = None
-
-    @classmethod
-    def from_env(cls, endpoint: str | None, bucket: str, env: dict[str, str] | None = None,
-                 sse: ServerSideEncryption | None = None) -> StorageConfig:
-        """Credentials and region from the seed's LIBSQL_BOTTOMLESS_AWS_* variables, if set."""
-        env = dict(os.environ if env is None else env)
-        return cls(
-            endpoint=endpoint or None,
-            bucket=bucket,
-            region=env.get("LIBSQL_BOTTOMLESS_AWS_DEFAULT_REGION") or env.get("AWS_DEFAULT_REGION")
-            or env.get("AWS_REGION") or DEFAULT_REGION,
-            access_key_id=env.get("LIBSQL_BOTTOMLESS_AWS_ACCESS_KEY_ID"),
-            secret_access_key=env.get("LIBSQL_BOTTOMLESS_AWS_SECRET_ACCESS_KEY"),
-            session_token=env.get("LIBSQL_BOTTOMLESS_AWS_SESSION_TOKEN"),
-            max_attempts=1 + _int_env(env, "LIBSQL_BOTTOMLESS_S3_MAX_RETRIES",
-                                      MAX_ATTEMPTS - 1),
-            sse=sse,
-        )
-
-
-def _int_env(env: dict[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return max(0, int(value))
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
-
-
 class _Body:
     """A streaming object body whose read() raises only our errors."""
 
-    def __init__(self, storage: Storage, key: str, body: Any) -> None:
+    def __init__(self, storage: S3Store, key: str, body: Any) -> None:
         self._storage, self._key, self._body = storage, key, body
 
     def read(self, size: int = -1, /) -> bytes:
@@ -141,15 +52,16 @@ class _Body:
             return bytes(self._body.read(None if size < 0 else size))
 
 
-class Storage:
-    """list / get / put / delete over one S3 bucket (an ``ObjectStore``)."""
+class S3Store(ObjectStore):
+    """list / get / put / delete over one S3 bucket."""
 
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         self.bucket = config.bucket
         botocfg = Config(
             s3={"addressing_style": "path" if config.endpoint else "auto"},
-            retries={"max_attempts": config.max_attempts, "mode": "standard"},
+            # (botocore's "max_attempts" counts retries; "total_max_attempts" the first try too)
+            retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             # Flexible checksums are not implemented by every S3-compatible server.
@@ -229,13 +141,6 @@ class Storage:
         except NotFoundError:
             raise self._missing_bucket() from None
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket unless it exists (an explicit choice: a typo must not create one)."""
-        try:
-            self.check_bucket()
-        except BucketNotFoundError:
-            self.create_bucket()
-
     def create_bucket(self) -> None:
         with self._errors(f"creating bucket {self.bucket!r}"):
             try:
@@ -284,21 +189,18 @@ class Storage:
         with self._errors(f"reading {key}"):
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
-    def get_optional(self, key: str) -> bytes | None:
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        rng = f"bytes={start}-{start + length - 1}"
         try:
-            return self.get(key)
-        except NotFoundError:
-            return None
-
-    def download(self, key: str, sink: Callable[[bytes], None]) -> int:
-        """Stream an object into ``sink`` chunk by chunk; return its size."""
-        total = 0
-        with self._errors(f"reading {key}"):
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
-                total += len(chunk)
-                sink(chunk)
-        return total
+            with self._errors(f"reading {key}"):
+                return self._client.get_object(Bucket=self.bucket, Key=key,
+                                               Range=rng)["Body"].read()
+        except StorageError as exc:
+            if "InvalidRange" in str(exc):  # at or past the end of the object
+                return b""
+            raise
 
     @contextlib.contextmanager
     def open_object(self, key: str) -> Iterator[_Body]:
@@ -334,9 +236,6 @@ class Storage:
         with self._errors(f"writing {key}"):
             return str(self._client.put_object(**kwargs).get("ETag", ""))
 
-    def exists(self, key: str) -> bool:
-        return self.head(key) is not None
-
     def _sse_args(self) -> dict[str, str]:
         sse = self.config.sse
         return sse.request_args() if sse is not None else {}
@@ -365,6 +264,30 @@ class Storage:
         with self._errors(f"writing {key}"):
             self._client.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra or None,
                                         Config=TRANSFER, Callback=on_progress)
+
+    def count_requests(self, counter: RequestCounter) -> bool:
+        """Count every request the boto3 client sends, with its payload bytes (botocore's
+        events: one hook before sending, one after the answer or the error)."""
+
+        def operation(kwargs: dict[str, Any]) -> str:
+            return str(kwargs.get("event_name", "")).rsplit(".", 1)[-1] or "unknown"
+
+        def before_send(request: Any, **kwargs: Any) -> None:
+            body = request.body
+            size = len(body) if isinstance(body, bytes | bytearray) else int(
+                request.headers.get("Content-Length", 0) or 0)
+            counter.sent(operation(kwargs), size)
+
+        def after_call(http_response: Any = None, **kwargs: Any) -> None:
+            op = operation(kwargs)
+            headers = getattr(http_response, "headers", None) or {}
+            received = int(headers.get("Content-Length", 0) or 0) if op == "GetObject" else 0
+            counter.answered(op, received)
+
+        self._client.meta.events.register("before-send.s3", before_send)
+        self._client.meta.events.register("after-call.s3", after_call)
+        self._client.meta.events.register("after-call-error.s3", after_call)
+        return True
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete keys in batches of 1000; return how many were deleted."""
