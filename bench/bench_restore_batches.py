@@ -13,8 +13,8 @@ from pathlib import Path
 import bottomless_core.restore as restore_module
 from bench.common import fill, make_bucket, now
 from bottomless_core.replicator import ReplicateOptions, replicate_once
+from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 

@@ -19,9 +19,9 @@ from bottomless_core.errors import ConfigError
 from bottomless_core.layout import parse_generation
 from bottomless_core.store.age import with_age
 from bottomless_core.store.base import ObjectStore
+from bottomless_core.store.config import ServerSideEncryption
 from bottomless_core.store.opener import open_store
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import ServerSideEncryption
 
 
 def reader_gone() -> NoReturn:

@@ -21,9 +21,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.files import FileStore
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 ROWS = 20_000

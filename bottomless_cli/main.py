@@ -16,7 +16,7 @@ import click
 from bottomless_core import __version__
 from bottomless_core.agekeys import AgeKeys, encryption_key_refused
 from bottomless_core.errors import BottomlessError, Interrupted
-from bottomless_core.store.settings import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
+from bottomless_core.store.config import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 from bottomless_core.tempfiles import remove_all_owned
 
 from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify

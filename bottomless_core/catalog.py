@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from . import layout
 from .codec import Codec
@@ -13,6 +14,7 @@ from .errors import CorruptBackupError, NotFoundError
 from .layout import BatchKey, Meta
 from .store.base import ObjectInfo, ObjectStore
 
+MAX_CHAIN = 100  # libSQL's MAX_RESTORE_STACK_DEPTH: a restore follows at most this many .dep
 SHA256_METADATA = "sha256"  # user metadata on snapshots we write: digest of the raw image
 FRAMES_METADATA = "wal-frames"  # on snapshots: WAL frames of the generation folded into it
 PARENT_FRAMES_METADATA = "parent-frames"  # on .dep of a snapshot-less generation: the
@@ -52,7 +54,8 @@ def newest_generation(storage: ObjectStore, db_name: str) -> uuid.UUID | None:
 
 @dataclass
 class GenerationSummary:
-    """What one listing of every object tells about a generation, without reading any."""
+    """What one listing of every object tells about a generation, without reading any (but
+    its parent, read from ``.dep`` when asked for: ``read_parent``)."""
 
     id: uuid.UUID
     objects: list[str] = field(default_factory=list)
@@ -60,6 +63,7 @@ class GenerationSummary:
     has_snapshot: bool = False
     has_meta: bool = False
     has_dep: bool = False
+    parent: uuid.UUID | None = None
 
     @property
     def created(self) -> datetime:
@@ -125,6 +129,10 @@ class Generation:
     total_size: int = 0
 
     @property
+    def has_snapshot(self) -> bool:
+        return self.snapshot is not None
+
+    @property
     def complete(self) -> bool:
         """Its creation finished: ``.meta`` is written last (after the snapshot and the WAL
         frames that make the snapshot whole), so a generation without it was interrupted."""
@@ -185,49 +193,135 @@ def describe_generation(storage: ObjectStore, db_name: str, gen: uuid.UUID,
 
 def _read_small_objects(storage: ObjectStore, g: Generation, names: set[str],
                         change_counter: bool) -> None:
-    key = ""
+    key = g.key(layout.META)
     try:
         if layout.META in names:
-            key = g.key(layout.META)
             data = storage.get_optional(key)
             g.meta = Meta.decode(data) if data is not None else None
-        if layout.DEPENDENCY in names:
-            key = g.key(layout.DEPENDENCY)
-            got = storage.get_with_metadata(key)
-            if got is not None:
-                check_owner(key, g.id, got[1])
-                g.parent = layout.decode_dependency(got[0])
-                g.own_base = got[1].get(BASE_METADATA) == "snapshot"
-                frames, checksum = (got[1].get(PARENT_FRAMES_METADATA),
-                                    got[1].get(PARENT_CHECKSUM_METADATA))
-                if frames is not None and checksum is not None:
-                    g.parent_frames = int(frames)
-                    c1, c2 = checksum.split("-")
-                    g.parent_checksum = (int(c1, 16), int(c2, 16))
     except ValueError as exc:
         raise CorruptBackupError(f"{key}: {exc}") from None
+    if layout.DEPENDENCY in names:
+        dep = read_dependency(storage, g.db_name, g.id)
+        if dep is not None:
+            g.parent, g.own_base = dep.parent, dep.own_base
+            g.parent_frames, g.parent_checksum = dep.parent_frames, dep.parent_checksum
     if change_counter and layout.CHANGE_COUNTER in names:
         g.change_counter = storage.get_optional(g.key(layout.CHANGE_COUNTER))
 
 
-def chain_depth(storage: ObjectStore, db_name: str, g: Generation,
-                cache: dict[uuid.UUID, Generation] | None = None, limit: int = 100,
-                ) -> int | None:
-    """How many parents a restore of ``g`` goes through to reach a snapshot (0: it has its
-    own); None when the chain is broken (a parent is missing, or no snapshot within
-    ``limit``)."""
-    cache = {} if cache is None else cache
-    depth, current = 0, g
-    while current.snapshot is None:
-        if current.parent is None or depth >= limit:
-            return None
-        parent = cache.get(current.parent)
+@dataclass(frozen=True)
+class Dependency:
+    """``.dep``: the parent, and what the generation starts from (its metadata)."""
+
+    parent: uuid.UUID
+    own_base: bool = False  # starts from its own snapshot, never from the parent
+    parent_frames: int | None = None  # builds on the parent up to this frame...
+    parent_checksum: tuple[int, int] | None = None  # ...whose chain value this is
+
+
+def read_dependency(storage: ObjectStore, db_name: str, gen: uuid.UUID) -> Dependency | None:
+    """The generation's ``.dep`` (None when it has none); CorruptBackupError when it cannot be
+    decoded or belongs to another generation."""
+    key = layout.object_key(db_name, gen, layout.DEPENDENCY)
+    got = storage.get_with_metadata(key)
+    if got is None:
+        return None
+    data, metadata, _ = got
+    try:
+        check_owner(key, gen, metadata)
+        parent = layout.decode_dependency(data)
+        frames, checksum = (metadata.get(PARENT_FRAMES_METADATA),
+                            metadata.get(PARENT_CHECKSUM_METADATA))
+        position: tuple[int | None, tuple[int, int] | None] = (None, None)
+        if frames is not None and checksum is not None:
+            c1, c2 = checksum.split("-")
+            position = (int(frames), (int(c1, 16), int(c2, 16)))
+    except ValueError as exc:
+        raise CorruptBackupError(f"{key}: {exc}") from None
+    return Dependency(parent, metadata.get(BASE_METADATA) == "snapshot", *position)
+
+
+def read_parent(storage: ObjectStore, db_name: str, s: GenerationSummary,
+                ) -> GenerationSummary:
+    """``s`` with its parent filled in from ``.dep`` (when the listing shows one)."""
+    if s.has_dep and s.parent is None:
+        dep = read_dependency(storage, db_name, s.id)
+        s.parent = dep.parent if dep is not None else None
+    return s
+
+
+# --- chains -------------------------------------------------------------------------------------
+
+class ChainLink(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def parent(self) -> uuid.UUID | None: ...
+
+    @property
+    def has_snapshot(self) -> bool: ...
+
+
+Link = TypeVar("Link", bound=ChainLink)
+
+
+class BrokenChain(Exception):
+    """A chain that does not reach a snapshot: ``child`` has no parent (``parent`` is None),
+    its parent is missing, or the snapshot is more than MAX_CHAIN links away."""
+
+    def __init__(self, child: ChainLink, parent: uuid.UUID | None, too_long: bool = False,
+                 ) -> None:
+        super().__init__(child.id, parent)
+        self.child, self.parent, self.too_long = child, parent, too_long
+
+
+def walk_chain(start: Link, parent_of: Callable[[uuid.UUID], Link | None],
+               limit: int = MAX_CHAIN) -> Iterator[Link]:
+    """``start`` and the generations a restore of it goes through, child first, up to the
+    first one with a snapshot (the only walk of ``.dep`` chains: restore, ls, rm and the
+    replicator all use it). ``parent_of`` gives a generation by id (None: not in the bucket).
+    Raises BrokenChain when the walk cannot reach a snapshot within ``limit`` links, after
+    yielding what it reached."""
+    current, depth = start, 0
+    yield current
+    while not current.has_snapshot:
+        if current.parent is None:
+            raise BrokenChain(current, None)
+        if depth + 1 >= limit:
+            raise BrokenChain(current, current.parent, too_long=True)
+        parent = parent_of(current.parent)
         if parent is None:
+            raise BrokenChain(current, current.parent)
+        current, depth = parent, depth + 1
+        yield current
+
+
+def describer(storage: ObjectStore, db_name: str,
+              cache: dict[uuid.UUID, Generation] | None = None,
+              ) -> Callable[[uuid.UUID], Generation | None]:
+    """``parent_of`` for walk_chain over full descriptions (cached in ``cache``)."""
+    cache = {} if cache is None else cache
+
+    def parent_of(gen: uuid.UUID) -> Generation | None:
+        if gen not in cache:
             try:
-                parent = describe_generation(storage, db_name, current.parent,
-                                             change_counter=False)
+                cache[gen] = describe_generation(storage, db_name, gen, change_counter=False)
             except NotFoundError:
                 return None
-            cache[parent.id] = parent
-        current, depth = parent, depth + 1
+        return cache[gen]
+
+    return parent_of
+
+
+def chain_depth(storage: ObjectStore, db_name: str, g: Generation,
+                cache: dict[uuid.UUID, Generation] | None = None) -> int | None:
+    """How many parents a restore of ``g`` goes through to reach a snapshot (0: it has its
+    own); None when the chain is broken."""
+    depth = -1
+    try:
+        for _ in walk_chain(g, describer(storage, db_name, cache)):
+            depth += 1
+    except BrokenChain:
+        return None
     return depth

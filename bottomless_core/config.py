@@ -46,7 +46,7 @@ from .follower import (
     SnapshotPolicy,
 )
 from .replicator import BATCH_MAX_FRAMES, ReplicateOptions
-from .store.settings import (
+from .store.config import (
     DEFAULT_BUCKET,
     DEFAULT_ENDPOINT,
     FILE_SCHEME,

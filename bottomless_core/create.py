@@ -9,26 +9,26 @@ snapshot of a generation with no parent: snapshot, ``.changecounter``, ``.meta``
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout
-from .catalog import newest_generation, snapshot_metadata
-from .codec import CHUNK, Codec, Encoder
+from .catalog import Generation, newest_generation
+from .codec import Codec
 from .dbheader import DB_HEADER_SIZE, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
 from .layout import Meta
 from .lease import Lease
 from .progress import NoProgress, Progress
 from .replicator import NO_WAL_CHECKSUM
+from .snapshot import pack_file
 from .store.base import ObjectStore
 from .tempfiles import discard, owned_temp_path
+from .writer import Writer
 
 SQLITE_MAGIC = b"SQLite format 3\0"
 
@@ -58,22 +58,15 @@ def create_generation(source: Path, storage: ObjectStore, db_name: str,
         header = parse_db_header(_head(image))
         raw_size = image.stat().st_size
         progress.start("snapshot", raw_size)
-        digest = compress_file(image, packed, codec,
-                               lambda n: progress.advance("snapshot", n))
+        snapshot = pack_file(image, codec, packed, lambda n: progress.advance("snapshot", n))
         progress.finish("snapshot")
-        at = time.time()
         newest = newest_generation(storage, db_name)
-        gen = layout.generation_for(at, newer_than=newest)
-        prefix = layout.generation_prefix(db_name, gen)
-        size = packed.stat().st_size
-        progress.start("upload snapshot", size)
-        with open(packed, "rb") as f:
-            storage.upload(prefix + layout.snapshot_name(codec), f,
-                           metadata=snapshot_metadata(gen, digest),
-                           on_progress=lambda n: progress.advance("upload snapshot", n))
-        progress.finish("upload snapshot")
-        storage.put(prefix + layout.CHANGE_COUNTER, header.change_counter_bytes)
-        storage.put(prefix + layout.META, Meta(header.page_size, NO_WAL_CHECKSUM).encode())
+        g = Generation(db_name, layout.generation_for(time.time(), newer_than=newest),
+                       snapshot_codec=codec, change_counter=header.change_counter_bytes)
+        writer = Writer(storage, db_name)
+        g.snapshot = writer.upload_snapshot(g.id, snapshot, progress)
+        writer.start(g)
+        writer.write_meta(g, Meta(header.page_size, NO_WAL_CHECKSUM))
     except OSError as exc:
         raise LocalDatabaseError(f"{workdir}: cannot write the copy of {source} there "
                                  f"({exc.strerror or exc})") from None
@@ -81,7 +74,7 @@ def create_generation(source: Path, storage: ObjectStore, db_name: str,
         lease.release()
         discard(image)
         discard(packed)
-    return CreateResult(gen, header.page_size, raw_size, size)
+    return CreateResult(g.id, header.page_size, raw_size, snapshot.size)
 
 
 def _head(path: Path) -> bytes:
@@ -128,18 +121,3 @@ def _copy(source: Path, image: Path) -> None:
         raise LocalDatabaseError(f"{source}: its copy could not be switched to WAL mode")
     for suffix in ("-wal", "-shm"):
         image.with_name(image.name + suffix).unlink(missing_ok=True)
-
-
-def compress_file(src: Path, dst: Path, codec: Codec,
-                  on_bytes: Callable[[int], None] | None = None) -> str:
-    """Compress ``src`` into the new file ``dst``; return the SHA-256 of ``src``."""
-    h = hashlib.sha256()
-    enc = Encoder(codec)
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
-        while chunk := fin.read(CHUNK):
-            h.update(chunk)
-            fout.write(enc.feed(chunk))
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-        fout.write(enc.finish())
-    return h.hexdigest()

@@ -26,8 +26,8 @@ from .metrics import RequestStats, serve
 from .replicator import Replicator
 from .store.age import with_age
 from .store.base import ObjectStore
+from .store.config import ServerSideEncryption
 from .store.opener import open_backend
-from .store.settings import ServerSideEncryption
 from .tempfiles import remove_all_owned, remove_stale
 
 log = logging.getLogger("bottomless.daemon")

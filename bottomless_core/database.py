@@ -251,26 +251,6 @@ class ReadLock:
             raise LocalDatabaseError(f"{self.db_path}: checkpoint failed ({exc})") from None
         return int(row[0]), int(row[1]), int(row[2])
 
-    def checkpoint(self, mode: str = "RESTART", busy_timeout_ms: int | None = None,
-                   ) -> tuple[int, int, int]:
-        """Run ``PRAGMA wal_checkpoint(mode)`` with the lock released; return SQLite's
-        (busy, WAL frames, frames checkpointed). Re-acquires the lock afterwards."""
-        assert mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
-        self.release()
-        if self._conn is None:
-            self._conn = self._connect()
-        timeout = self.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
-            row = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise LocalDatabaseError(f"{self.db_path}: checkpoint failed ({exc})") from None
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            self.acquire()
-        return int(row[0]), int(row[1]), int(row[2])
-
     def close(self) -> None:
         self.release()
         if self._conn is not None:

@@ -39,6 +39,10 @@ class NotFoundError(BottomlessError):
     """A generation or object that was asked for does not exist."""
 
 
+class NoBackupError(NotFoundError):
+    """The bucket holds no (restorable) generation of the database, or none before a time."""
+
+
 class CorruptBackupError(BottomlessError):
     """An object in the bucket cannot be decoded or breaks the checksum chain."""
 

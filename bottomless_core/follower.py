@@ -26,7 +26,6 @@ from typing import Any
 
 from . import layout
 from .capture import empty_capture
-from .catalog import snapshot_metadata
 from .database import ReadLock, wal_path
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
@@ -150,11 +149,7 @@ class SnapshotJob(threading.Thread):
                 while not self.created.wait(0.2):
                     if self.stop.is_set() or self.dropped.is_set():
                         return
-                key = layout.object_key(r.db_name, self.child,
-                                        layout.snapshot_name(image.codec))
-                with open(image.path, "rb") as f:
-                    r.storage.upload(key, f, metadata=snapshot_metadata(self.child,
-                                                                        image.sha256))
+                r.writer.upload_snapshot(self.child, image)
             finally:
                 discard(image.path)
             r.snapshot_uploaded(self.child, time.time())

@@ -15,41 +15,38 @@ frame and checksum as metadata) and ``.meta`` before any frame.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
 from .capture import WalCapture, WalPosition, capture_wal
 from .catalog import (
-    BASE_METADATA,
-    GENERATION_METADATA,
-    PARENT_CHECKSUM_METADATA,
-    PARENT_FRAMES_METADATA,
     SHA256_METADATA,
+    BrokenChain,
     Generation,
     describe_generation,
+    describer,
     newest_generation,
-    snapshot_metadata,
+    walk_chain,
 )
-from .codec import Codec, compress
+from .codec import Codec
 from .database import ReadLock, WriteGate, resolve_db_path, wal_path
 from .dbheader import DbHeader
 from .errors import LocalDatabaseError, NotFoundError, StorageError
 from .layout import BatchKey, Meta
 from .lease import Lease, writer_identity
 from .progress import NoProgress, Progress
-from .snapshot import SnapshotFile, write_snapshot
+from .snapshot import write_snapshot
 from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard
 from .wal import Checksum
-from .writer import SealedGenerations
+from .writer import Writer
 
 log = logging.getLogger("bottomless.replicator")
 
@@ -58,7 +55,6 @@ BATCH_MAX_BYTES = 16 << 20  # also cap the raw size: 10,000 frames of 64 KiB pag
 CAPTURE_MAX_BYTES = 64 << 20  # WAL copied per round before it is shipped (Litestream: 64 MiB)
 UPLOAD_THREADS = 4  # batches compressed and uploaded side by side when there are several
 NO_WAL_CHECKSUM = (0, 0)  # .meta of a generation snapshotted while the WAL was empty
-MAX_CHAIN = 100  # libSQL's MAX_RESTORE_STACK_DEPTH: generations a restore follows
 
 
 @dataclass(frozen=True)
@@ -92,9 +88,11 @@ class ReplicateResult:
 
 
 @dataclass
-class Continuity:
-    """Proof, made at our own checkpoint, that the next WAL cycle starts at ``parent``'s last
-    frame. Valid while the read lock that was taken right after it has not let go."""
+class PendingChild:
+    """What our own checkpoint proved: the next WAL cycle starts at ``parent``'s last frame,
+    so the generation it makes (``generation``) needs no snapshot. Valid while the read lock
+    taken right after the checkpoint has not let go (``epoch``). Until ``tail`` (the frames
+    caught under the write gate) is in the parent, the child may not be written."""
 
     parent: uuid.UUID
     parent_frames: int
@@ -104,6 +102,13 @@ class Continuity:
     change_counter: bytes
     page_size: int
     epoch: int
+    tail: WalCapture | None  # not shipped to the parent yet
+    tail_at: float  # when it was captured (its batches' stamp)
+
+    @property
+    def proven(self) -> bool:
+        """Every frame of the parent is in the bucket: the child may be written."""
+        return self.tail is None
 
 
 @dataclass
@@ -115,9 +120,18 @@ class CheckpointOutcome:
     wal_frames: int = 0
 
 
+class Action(enum.Enum):
+    """What a sync does with the newest generation."""
+
+    CONTINUE = "continue"  # ship the frames it lacks into it
+    NEW = "new"  # start a generation with a snapshot
+    CHILD = "child"  # start a snapshot-less generation after our checkpoint
+    WAIT = "wait"  # a new WAL cycle without a committed frame yet: nothing to do
+
+
 @dataclass
 class _Decision:
-    action: str  # "continue" | "new" | "child" | "wait"
+    action: Action
     reason: str
     dep: bool = True  # a new generation names the current newest as its parent
 
@@ -132,36 +146,6 @@ class ChainState:
     since: float = field(default_factory=time.time)  # when that snapshot was taken
 
 
-def batches_to_ship(stored: list[tuple[BatchKey, ObjectInfo]], first: int, last: int,
-                    per_batch: int, stamp: int, codec: Codec) -> list[BatchKey]:
-    """The batches that give frames ``first..last`` to a generation holding ``stored``: only
-    frames no stored batch has, so that no two batches ever overlap (libSQL's restore stops,
-    silently, at a batch that does not start right after the last frame it applied).
-
-    A hole left by a ship cut short is filled with frames committed before those of the
-    batch after it, so the refill is stamped no later than that batch: stamps then still
-    grow in listing order, and a restore at T that reaches the batch after the hole reaches
-    the refill too.
-    """
-    covered = sorted((k.first, k.last, k.timestamp) for k, _ in stored)
-    keys: list[BatchKey] = []
-    frame = first
-    i = 0
-    while frame <= last:
-        while i < len(covered) and covered[i][1] < frame:
-            i += 1
-        if i < len(covered) and covered[i][0] <= frame:  # frame is stored already
-            frame = covered[i][1] + 1
-            continue
-        end = min(last, covered[i][0] - 1) if i < len(covered) else last
-        when = min(stamp, covered[i][2]) if i < len(covered) else stamp
-        while frame <= end:
-            upto = min(end, frame + per_batch - 1)
-            keys.append(BatchKey(frame, upto, when, codec))
-            frame = upto + 1
-    return keys
-
-
 def default_db_name(db_path: Path) -> str:
     return db_path.name
 
@@ -173,12 +157,11 @@ class Replicator:
     def __init__(self, db_path: Path, storage: ObjectStore, db_name: str | None = None,
                  options: ReplicateOptions | None = None, identity: str | None = None) -> None:
         self.db_path = resolve_db_path(db_path)
-        self.storage = storage
         self.db_name = db_name or default_db_name(Path(db_path))
+        self.writer = Writer(storage, self.db_name)
         self.options = options or ReplicateOptions()
         self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
         self.newest: Generation | None = None
-        self.sealed = SealedGenerations()  # which generations hold age objects
         self.chain = ChainState()
         self._loaded = False
         self._position: WalPosition | None = None  # end of what we shipped in `newest`
@@ -186,15 +169,21 @@ class Replicator:
         # ReadLock.fingerprint() of the main file when its content was last known to equal the
         # newest snapshot: lets a daemon skip re-hashing an idle database every poll.
         self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
-        self._continuity: Continuity | None = None
-        self._tail: tuple[WalCapture, float] | None = None  # frames caught at our checkpoint
-        self._pending_continuity: Continuity | None = None
+        self._child: PendingChild | None = None  # what our last checkpoint proved
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
         # the child a checkpoint promised will not be written (a snapshot job waiting for it
         # can stop)
         self.on_child_dropped: Callable[[uuid.UUID], None] | None = None
         self.db_bytes = 0  # size of the database at the last commit seen (WAL included)
         self.on_behind: Callable[[], None] | None = None  # committed frames found, shipping
+
+    @property
+    def storage(self) -> ObjectStore:
+        return self.writer.store
+
+    @storage.setter
+    def storage(self, store: ObjectStore) -> None:
+        self.writer.store = store
 
     # --- sync ---------------------------------------------------------------------------------
 
@@ -208,7 +197,7 @@ class Replicator:
             if not self._loaded:
                 self._load()
             self.lease.renew()
-            if self._tail is not None:
+            if self._child is not None and not self._child.proven:
                 self._ship_tail(progress)
             return self._sync(lock, progress)
         except BaseException:
@@ -227,14 +216,14 @@ class Replicator:
             stamp = self._stamp()
             try:
                 decision = self._decide(lock, capture, db_header)
-                if decision.action == "new":
+                if decision.action is Action.NEW:
                     capture.close()
                     if self.newest is not None:  # a plaintext snapshot after encrypted ones
-                        self.sealed.refuse_plaintext_into(
+                        self.writer.sealed.refuse_plaintext_into(
                             self.storage, self.newest, "a new generation's snapshot",
                             after=True)
                     return self._new_generation(lock, db_header, decision, progress)
-                if decision.action == "child":
+                if decision.action is Action.CHILD:
                     result = self._create_child(capture)
                 elif result is None:
                     newest = self.newest
@@ -245,7 +234,7 @@ class Replicator:
                 result.page_size = db_header.page_size
                 if capture.db_size and capture.header is not None:
                     self.db_bytes = capture.db_size * capture.header.page_size
-                if decision.action != "wait":
+                if decision.action is not Action.WAIT:
                     if capture.new_frames > 0 and self.on_behind is not None:
                         self.on_behind()
                     shipped = self._continue(capture, db_header, stamp, result, progress)
@@ -253,13 +242,13 @@ class Replicator:
                     if shipped and newest is not None and not self._still_there(newest,
                                                                                 shipped):
                         capture.close()
-                        gone = _Decision("new", f"generation {newest.id} was removed from the "
-                                                "bucket", dep=False)
+                        gone = _Decision(Action.NEW, f"generation {newest.id} was removed "
+                                                     "from the bucket", dep=False)
                         return self._new_generation(lock, db_header, gone, progress)
                 result.caught_up = capture.complete
             finally:
                 capture.close()
-            if capture.complete or decision.action == "wait":
+            if capture.complete or decision.action is Action.WAIT:
                 return result
 
     def _stamp(self) -> int:
@@ -285,9 +274,10 @@ class Replicator:
         self._position = None
         if self.newest is not None and self.newest.id != before:
             self.chain = _chain_state(self.storage, self.db_name, self.newest)
-        if (self._tail is not None and self._pending_continuity is not None
-                and (self.newest is None or self.newest.id != self._pending_continuity.parent)):
-            self._drop_tail()  # the generation we were finishing is gone
+        child = self._child
+        if (child is not None and not child.proven
+                and (self.newest is None or self.newest.id != child.parent)):
+            self._drop_child()  # the generation we were finishing is gone
         self._loaded = True
 
     def _abort_stale_uploads(self) -> None:
@@ -310,31 +300,33 @@ class Replicator:
         page_size = db_header.page_size
         foreign = self.lease.previous_writer
         if foreign is not None and foreign != self.lease.identity:
-            return _Decision("new", f"the newest generation was written by {foreign}, not by "
-                                    f"{self.lease.identity}: starting cleanly", dep=False)
+            return _Decision(Action.NEW, f"the newest generation was written by {foreign}, "
+                                         f"not by {self.lease.identity}: starting cleanly",
+                             dep=False)
         if newest is None:
-            return _Decision("new", "no generation in the bucket yet", dep=False)
-        c = self._continuity
-        if c is not None:
+            return _Decision(Action.NEW, "no generation in the bucket yet", dep=False)
+        c = self._child
+        if c is not None and c.proven:
             if not lock.held or lock.epoch != c.epoch:
-                self._forget_continuity()  # the read transaction let go: no longer proven
+                self._drop_child()  # the read transaction let go: no longer proven
             elif header is None or header.checksum == c.old_header:
-                return _Decision("continue", "no new WAL cycle since our checkpoint")
+                return _Decision(Action.CONTINUE, "no new WAL cycle since our checkpoint")
             elif capture.frame_count == 0:
-                return _Decision("wait", "new WAL cycle has no committed frame yet")
+                return _Decision(Action.WAIT, "new WAL cycle has no committed frame yet")
             elif header.page_size == c.page_size:
                 # A child restores through its parent: one removed since (rm -g) would leave
                 # a chain no restore can follow, so the child gets a snapshot instead.
                 if not self.storage.exists(layout.object_key(self.db_name, c.parent,
                                                              layout.META)):
-                    self._forget_continuity()
+                    self._drop_child()
                     log.warning("db=%s event=parent_removed generation=%s: starting a "
                                 "generation with a snapshot", self.db_name, c.parent)
-                    return _Decision("new", f"generation {c.parent} was removed from the "
-                                            "bucket before its child was written", dep=False)
-                return _Decision("child", "continues its parent after our checkpoint")
+                    return _Decision(Action.NEW, f"generation {c.parent} was removed from "
+                                                 "the bucket before its child was written",
+                                     dep=False)
+                return _Decision(Action.CHILD, "continues its parent after our checkpoint")
         if not newest.complete:
-            return _Decision("new", f"generation {newest.id} is incomplete (no .meta)")
+            return _Decision(Action.NEW, f"generation {newest.id} is incomplete (no .meta)")
         last = newest.last_frame
         meta = newest.meta
         assert meta is not None
@@ -343,26 +335,28 @@ class Replicator:
                      and capture.frame_count >= last)
         if last and newest.contiguous_frame != last:
             # A ship cut short (batches go up side by side) left a hole. While the local WAL
-            # still holds those frames, shipping on from the hole fills it (the batches after
-            # it are repeats that restore checks and skips); otherwise they can never be used.
+            # still holds those frames, the missing ones are shipped (writer.batches_to_ship);
+            # otherwise the batches after the hole can never be used.
             if continues:
-                return _Decision("continue", f"refills a gap in generation {newest.id}")
+                return _Decision(Action.CONTINUE, f"refills a gap in generation {newest.id}")
             self._drop_orphans(newest)
-            return _Decision("new", f"generation {newest.id} has a gap in its WAL batches")
+            return _Decision(Action.NEW, f"generation {newest.id} has a gap in its WAL "
+                                         "batches")
         if continues:
-            return _Decision("continue", "local WAL continues the newest generation")
+            return _Decision(Action.CONTINUE, "local WAL continues the newest generation")
         # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
         # snapshot, the current WAL (whatever its salts) applies on top of it.
         if last == 0 and newest.snapshot is not None and self._matches_snapshot(lock):
-            return _Decision("continue", "database file unchanged since the newest snapshot")
+            return _Decision(Action.CONTINUE, "database file unchanged since the newest "
+                                              "snapshot")
         if header is None:
-            return _Decision("new", "WAL was checkpointed away since the last run")
+            return _Decision(Action.NEW, "WAL was checkpointed away since the last run")
         if meta.checksum != header.checksum:
-            return _Decision("new", "WAL was restarted (checkpoint) since the last run")
+            return _Decision(Action.NEW, "WAL was restarted (checkpoint) since the last run")
         if meta.page_size != page_size:
-            return _Decision("new", "page size changed")
-        return _Decision("new", f"local WAL has {capture.frame_count} committed frames, "
-                                f"bucket has {last}")
+            return _Decision(Action.NEW, "page size changed")
+        return _Decision(Action.NEW, f"local WAL has {capture.frame_count} committed frames, "
+                                     f"bucket has {last}")
 
     def _drop_orphans(self, g: Generation) -> None:
         """Batches after a gap that cannot be refilled: no restore can use them, and they
@@ -372,7 +366,7 @@ class Replicator:
         if orphans:
             log.warning("db=%s event=orphans_removed generation=%s batches=%d after_frame=%d",
                         self.db_name, g.id, len(orphans), reached)
-            self.storage.delete_many(orphans)
+            self.writer.remove(orphans)
             g.batches = [(k, i) for k, i in g.batches if k.first <= reached + 1]
 
     def _still_there(self, g: Generation, shipped: list[str]) -> bool:
@@ -385,7 +379,7 @@ class Replicator:
         log.warning("db=%s event=generation_removed generation=%s: starting a new generation",
                     self.db_name, g.id)
         # (the prefix too: filer-backed stores list an emptied "directory" until it goes)
-        self.storage.delete_many([*shipped, layout.generation_prefix(self.db_name, g.id)])
+        self.writer.remove([*shipped, layout.generation_prefix(self.db_name, g.id)])
         return False
 
     def _matches_snapshot(self, lock: ReadLock) -> bool:
@@ -411,8 +405,7 @@ class Replicator:
         now, then those frames (so that the generation's WAL chain starts at frame 1), then
         ``.meta``."""
         parent = self.newest if decision.dep else None
-        self._forget_continuity()
-        self._drop_tail()
+        self._drop_child()
         index = lock.wal_index()
         capture = capture_wal(wal_path(self.db_path), None, index)
         try:
@@ -432,10 +425,10 @@ class Replicator:
                 meta = Meta(db_header.page_size,
                             capture.header.checksum if capture.header else NO_WAL_CHECKSUM)
                 g = Generation(self.db_name, gen, snapshot_codec=snapshot.codec,
-                               parent=parent.id if parent else None,
-                                              change_counter=snapshot.change_counter)
-                g.snapshot = self._upload_snapshot(g, snapshot, progress)
-                self._put_small(g, parent_frames=None)
+                               parent=parent.id if parent else None, own_base=True,
+                               change_counter=snapshot.change_counter)
+                g.snapshot = self.writer.upload_snapshot(gen, snapshot, progress)
+                self.writer.start(g)
             finally:
                 discard(snapshot.path)
             result = ReplicateResult(gen, True, decision.reason,
@@ -445,8 +438,7 @@ class Replicator:
             self.newest, self._position, self._same_as_snapshot = g, None, same
             self._created = gen
             self._ship(g, capture, math.ceil(at), result, progress)
-            self.storage.put(g.key(layout.META), meta.encode())  # last: now it is complete
-            g.meta = meta
+            self.writer.write_meta(g, meta)  # last: now it is complete
             self.chain = ChainState(0, 0, at)
             self.lease.previous_writer = None  # the newest generation is ours from now on
         finally:
@@ -465,46 +457,18 @@ class Replicator:
             raise LocalDatabaseError(f"{self.db_path}: a checkpoint copied frames past our read "
                                      "snapshot while the snapshot was taken; try again")
 
-    def _upload_snapshot(self, g: Generation, snapshot: SnapshotFile,
-                         progress: Progress) -> ObjectInfo:
-        key = g.key(layout.snapshot_name(snapshot.codec))
-        metadata = snapshot_metadata(g.id, snapshot.sha256, snapshot.wal_frames)
-        progress.start("upload snapshot", snapshot.size)
-        with open(snapshot.path, "rb") as f:
-            self.storage.upload(key, f, metadata=metadata,
-                                on_progress=lambda n: progress.advance("upload snapshot", n))
-        progress.finish("upload snapshot")
-        return ObjectInfo(key, snapshot.size, None, metadata)
-
-    def _put_small(self, g: Generation, parent_frames: tuple[int, Checksum] | None) -> None:
-        """``.changecounter`` and ``.dep``. The dependency's metadata says what the generation
-        starts from: its own snapshot, or the parent up to a frame whose checksum it gives
-        (a reader can then tell a parent that lost frames; libSQL ignores metadata)."""
-        if g.change_counter is not None:
-            self.storage.put(g.key(layout.CHANGE_COUNTER), g.change_counter)
-        if g.parent is not None:
-            if parent_frames is None:
-                metadata = {BASE_METADATA: "snapshot"}
-            else:
-                metadata = {PARENT_FRAMES_METADATA: str(parent_frames[0]),
-                            PARENT_CHECKSUM_METADATA:
-                                f"{parent_frames[1][0]:08x}-{parent_frames[1][1]:08x}"}
-            self.storage.put(g.key(layout.DEPENDENCY), layout.encode_dependency(g.parent),
-                             metadata={**metadata, GENERATION_METADATA: str(g.id)})
-
     def _create_child(self, capture: WalCapture) -> ReplicateResult:
         """The first frames of the WAL cycle after our checkpoint: a generation with no
         snapshot that restores through its parent."""
-        c = self._continuity
-        assert c is not None and capture.header is not None
-        meta = Meta(c.page_size, capture.header.checksum)
-        g = Generation(self.db_name, c.generation, meta=meta, parent=c.parent,
+        c = self._child
+        assert c is not None and c.proven and capture.header is not None
+        g = Generation(self.db_name, c.generation, parent=c.parent,
                        change_counter=c.change_counter, parent_frames=c.parent_frames,
                        parent_checksum=c.parent_checksum)
-        self._put_small(g, (c.parent_frames, c.parent_checksum))
-        self.storage.put(g.key(layout.META), meta.encode())
+        self.writer.start(g)
+        self.writer.write_meta(g, Meta(c.page_size, capture.header.checksum))
         self.newest, self._position, self._created = g, None, g.id
-        self._continuity = None
+        self._child = None
         self.chain.depth += 1
         log.info("db=%s event=generation generation=%s parent=%s snapshot=none chain=%d",
                  self.db_name, g.id, c.parent, self.chain.depth)
@@ -521,73 +485,47 @@ class Replicator:
         g = self.newest
         assert g is not None
         if capture.new_frames > 0:  # not into an encrypted one without --age-recipient
-            self.sealed.refuse_plaintext_into(self.storage, g)  # (read once per generation)
+            self.writer.sealed.refuse_plaintext_into(self.storage, g)  # (once a generation)
         if capture.header is not None and capture.new_frames > 0:
             meta = Meta(db_header.page_size, capture.header.checksum)
             if g.meta != meta:  # adopting a new WAL on top of an unchanged snapshot
-                self.storage.put(g.key(layout.META), meta.encode())
-                g.meta = meta
-        before = len(g.batches)
-        self._ship(g, capture, stamp, result, progress)
+                self.writer.write_meta(g, meta)
+        landed = self._ship(g, capture, stamp, result, progress)
         if result.frames_shipped:
             log.info("db=%s event=shipped generation=%s frames=%d batches=%d last_frame=%d",
-                      self.db_name, g.id, result.frames_shipped, result.batches_shipped,
-                      result.last_frame)
-        return [info.key for _, info in g.batches[before:]]
+                     self.db_name, g.id, result.frames_shipped, result.batches_shipped,
+                     result.last_frame)
+        return landed
 
     def _ship(self, g: Generation, capture: WalCapture, stamp: int, result: ReplicateResult,
-              progress: Progress) -> None:
-        """Upload the captured frames the generation lacks as numbered batches (several in
-        flight), recording each as it lands, in frame order."""
+              progress: Progress) -> list[str]:
+        """Upload the captured frames the generation lacks (writer.ship) and count them;
+        return the keys written."""
         header = capture.header
+        landed: list[str] = []
         if header is None:
-            return
+            return landed
         if capture.new_frames > 0:
             frame_size = capture.frame_size
             per_batch = max(1, min(self.options.max_batch_frames,
                                    self.options.max_batch_bytes // frame_size))
-            codec = self.options.codec
-            keys = batches_to_ship(g.batches, capture.skipped + 1, capture.frame_count,
-                                   per_batch, stamp, codec)
-            todo = sum(k.last - k.first + 1 for k in keys)
-            progress.start("upload frames", todo, unit="frames")
+            progress.start("upload frames", capture.new_frames, unit="frames")
 
-            def upload(key: BatchKey, data: bytes) -> ObjectInfo:
-                body = compress(data, codec)
-                obj_key = g.key(key.name)
-                self.storage.put(obj_key, body)
-                return ObjectInfo(obj_key, len(body))
+            def on_landed(key: BatchKey, info: ObjectInfo) -> None:
+                n = key.last - key.first + 1
+                landed.append(info.key)
+                result.frames_shipped += n
+                result.batches_shipped += 1
+                result.bytes_shipped += n * frame_size
+                self.chain.wal_bytes += n * frame_size
+                progress.advance("upload frames", n)
 
-            threads = max(1, self.options.upload_threads)
-            window: deque[tuple[BatchKey, Future[ObjectInfo]]] = deque()
-            pending = iter(keys)
-            with ThreadPoolExecutor(threads, thread_name_prefix="ship") as pool:
-                try:
-                    nxt = next(pending, None)
-                    while nxt is not None or window:
-                        while nxt is not None and len(window) < threads:
-                            capture.frames.seek((nxt.first - capture.skipped - 1) * frame_size)
-                            data = capture.frames.read((nxt.last - nxt.first + 1) * frame_size)
-                            window.append((nxt, pool.submit(upload, nxt, data)))
-                            nxt = next(pending, None)
-                        key, fut = window.popleft()
-                        info = fut.result()
-                        g.batches.append((key, info))
-                        n = key.last - key.first + 1
-                        result.frames_shipped += n
-                        result.batches_shipped += 1
-                        result.bytes_shipped += n * frame_size
-                        self.chain.wal_bytes += n * frame_size
-                        progress.advance("upload frames", n)
-                finally:
-                    for _, fut in window:
-                        fut.cancel()
-                    g.batches.sort(key=lambda b: (b[0].first, b[0].last))
-            if not self.storage.encrypts:
-                self.sealed.wrote_plain(g.id)
+            self.writer.ship(g, capture, stamp, self.options.codec, per_batch,
+                             self.options.upload_threads, on_landed)
             progress.finish("upload frames")
         result.last_frame = g.last_frame
         self._position = WalPosition(header.checksum, capture.frame_count, capture.checksum)
+        return landed
 
     # --- our checkpoint -----------------------------------------------------------------------
 
@@ -606,8 +544,7 @@ class Replicator:
         write lock is released; continuity then holds only if no commit slipped in between.
         """
         newest, position = self.newest, self._position
-        if (newest is None or position is None or self._tail is not None
-                or self._continuity is not None or not lock.held):
+        if newest is None or position is None or self._child is not None or not lock.held:
             return CheckpointOutcome(False)
         if self.options.clock() <= newest.created.timestamp():
             # At most one generation a second: the child's time is a whole second after its
@@ -645,44 +582,38 @@ class Replicator:
         parent_stamp = max((k.timestamp for k, _ in newest.batches), default=0)
         child_time = max(math.ceil(at), parent_stamp)
         child = layout.generation_for(child_time, newer_than=newest.id)
-        self._pending_continuity = Continuity(
-            newest.id, tail.frame_count, tail.checksum, header.checksum, child,
-            change_counter, header.page_size, lock.epoch)
-        self._tail = (tail, at)
+        self._child = PendingChild(newest.id, tail.frame_count, tail.checksum, header.checksum,
+                                   child, change_counter, header.page_size, lock.epoch,
+                                   tail, at)
         log.info("db=%s event=checkpoint wal_frames=%d child=%s", self.db_name, wal_frames,
                  child)
         return CheckpointOutcome(True, pinned=pinned, child=child, wal_frames=wal_frames)
 
     def ship_tail(self, progress: Progress | None = None) -> None:
         """Ship the frames caught at our checkpoint (``sync`` also does it first thing)."""
-        if self._tail is not None:
+        if self._child is not None and not self._child.proven:
             self._ship_tail(progress or NoProgress())
 
     def _ship_tail(self, progress: Progress) -> None:
-        assert self._tail is not None
-        tail, at = self._tail
-        newest, c = self.newest, self._pending_continuity
-        assert c is not None
+        c = self._child
+        assert c is not None and c.tail is not None
+        newest = self.newest
         if newest is None or newest.id != c.parent:
-            self._drop_tail()
+            self._drop_child()
             return
-        result = ReplicateResult(newest.id, False, "tail")
-        self._ship(newest, tail, math.ceil(at), result, progress)
-        tail.close()
-        self._tail = None
-        self._continuity, self._pending_continuity = c, None
+        self._ship(newest, c.tail, math.ceil(c.tail_at), ReplicateResult(newest.id, False,
+                                                                          "tail"), progress)
+        c.tail.close()
+        c.tail = None  # proven: the next WAL cycle may start the child
 
-    def _drop_tail(self) -> None:
-        if self._tail is not None:
-            self._tail[0].close()
-        if self._pending_continuity is not None and self.on_child_dropped is not None:
-            self.on_child_dropped(self._pending_continuity.generation)
-        self._tail, self._pending_continuity = None, None
-
-    def _forget_continuity(self) -> None:
-        """The proven continuation is off: its child will not be written."""
-        c, self._continuity = self._continuity, None
-        if c is not None and self.on_child_dropped is not None:
+    def _drop_child(self) -> None:
+        """What our checkpoint proved is off: its child will not be written."""
+        c, self._child = self._child, None
+        if c is None:
+            return
+        if c.tail is not None:
+            c.tail.close()
+        if self.on_child_dropped is not None:
             self.on_child_dropped(c.generation)
 
     def snapshot_uploaded(self, generation: uuid.UUID, when: float) -> None:
@@ -691,12 +622,12 @@ class Replicator:
         newest = self.newest
         if newest is None:
             return
-        if newest.id == generation or (self._continuity is not None
-                                       and self._continuity.generation == generation):
+        if newest.id == generation or (self._child is not None
+                                       and self._child.generation == generation):
             self.chain = ChainState(0, 0, when)
 
     def close(self) -> None:
-        self._drop_tail()
+        self._drop_child()
         self.lease.release()
 
 
@@ -747,14 +678,12 @@ def _load_newest(storage: ObjectStore, db_name: str) -> Generation | None:
 def _chain_state(storage: ObjectStore, db_name: str, newest: Generation) -> ChainState:
     """Generations and WAL bytes from the newest snapshot up to ``newest``."""
     state = ChainState(0, 0, newest.created.timestamp())
-    g: Generation | None = newest
-    while g is not None and g.snapshot is None and g.parent is not None \
-            and state.depth < MAX_CHAIN:
-        state.depth += 1
-        state.wal_bytes += sum(o.size for _, o in g.batches)
-        try:
-            g = describe_generation(storage, db_name, g.parent, change_counter=False)
-        except NotFoundError:
-            break
-        state.since = g.created.timestamp()
+    try:
+        for link in walk_chain(newest, describer(storage, db_name)):
+            state.since = link.created.timestamp()
+            if not link.has_snapshot:
+                state.depth += 1
+                state.wal_bytes += sum(o.size for _, o in link.batches)
+    except BrokenChain:
+        pass
     return state

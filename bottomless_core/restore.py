@@ -37,19 +37,23 @@ import numpy as np
 
 from . import layout, walsum
 from .catalog import (
+    MAX_CHAIN,
     SHA256_METADATA,
+    BrokenChain,
     Generation,
     check_owner,
     describe_generation,
     is_dead,
     list_generations,
     read_tombstone,
+    walk_chain,
 )
 from .codec import Codec, CodecError, Readable, iter_decompressed, iter_decompressed_stream
 from .database import check_sqlite_file, open_by_another_process, resolve_db_path
 from .errors import (
     CorruptBackupError,
     LocalDatabaseError,
+    NoBackupError,
     NotFoundError,
     RestoreRefusedError,
 )
@@ -59,7 +63,6 @@ from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
-MAX_RESTORE_DEPTH = 100  # generations followed through .dep to find a snapshot (as libsql)
 READ_AHEAD = 8  # generations of a chain described side by side
 PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
 # Memory: restoring a 200 MB burst of 16 MiB batches peaked at 137 MiB with 24 MiB / 4 MiB /
@@ -142,13 +145,7 @@ def plan_restore(storage: ObjectStore, db_name: str, generation: uuid.UUID | Non
             continue
         return RestorePlan(_chain(storage, db_name, g, notes, order), notes)
     when = f" created at or before {utc_time:%Y-%m-%d %H:%M:%S} UTC" if utc_time else ""
-    raise NotFoundError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
-
-
-def choose_generation(storage: ObjectStore, db_name: str, generation: uuid.UUID | None = None,
-                      utc_time: datetime | None = None) -> uuid.UUID:
-    """The id of the generation ``restore`` would use."""
-    return plan_restore(storage, db_name, generation, utc_time).generation.id
+    raise NoBackupError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
 
 
 class _Describer:
@@ -167,13 +164,17 @@ class _Describer:
             self.futures[gen] = self.pool.submit(describe_generation, self.storage,
                                                  self.db_name, gen, True, False)
 
-    def get(self, gen: uuid.UUID) -> Generation:
+    def find(self, gen: uuid.UUID) -> Generation | None:
+        """The description of ``gen``; None when it is not in the bucket."""
         i = self.position.get(gen)
         if i is not None:
             for older in self.order[i:i + 1 + READ_AHEAD]:
                 self._submit(older)
         self._submit(gen)
-        return self.futures.pop(gen).result()
+        try:
+            return self.futures.pop(gen).result()
+        except NotFoundError:
+            return None
 
     def close(self) -> None:
         for fut in self.futures.values():
@@ -193,33 +194,34 @@ def _chain(storage: ObjectStore, db_name: str, g: Generation, notes: list[str],
 
 def _walk_chain(describer: _Describer, db_name: str, g: Generation,
                 notes: list[str]) -> list[Generation]:
-    chain = [g]
     if not g.complete:
         notes.append(f"generation {g.id} is incomplete (its creation was interrupted): its "
                      "snapshot is used alone")
-    while chain[-1].snapshot is None:
-        child = chain[-1]
-        if len(chain) >= MAX_RESTORE_DEPTH:
-            raise CorruptBackupError(f"no snapshot within {MAX_RESTORE_DEPTH} generations of "
-                                     f"{g.id}")
-        if child.parent is None:
+    chain: list[Generation] = []
+    try:
+        for link in walk_chain(g, describer.find):
+            if chain:
+                child = chain[-1]
+                if not link.complete and (link.snapshot is None or child.parent_frames):
+                    raise CorruptBackupError(
+                        f"generation {child.id} restores through {link.id}, which has no "
+                        f"{layout.META} ({link.key(layout.META)} is missing)")
+            if link.snapshot is None and link.own_base:
+                raise CorruptBackupError(
+                    f"generation {link.id} starts from its own snapshot, which is missing "
+                    f"({link.key(layout.snapshot_name(link.snapshot_codec or Codec.ZSTD))})")
+            chain.append(link)
+    except BrokenChain as broken:
+        child = broken.child
+        if broken.too_long:
+            raise CorruptBackupError(f"no snapshot within {MAX_CHAIN} generations of "
+                                     f"{g.id}") from None
+        if broken.parent is None:
             raise CorruptBackupError(f"generation {child.id} has no snapshot and no parent "
-                                     f"({layout.DEPENDENCY}) to restore from")
-        if child.own_base:
-            raise CorruptBackupError(
-                f"generation {child.id} starts from its own snapshot, which is missing "
-                f"({child.key(layout.snapshot_name(child.snapshot_codec or Codec.ZSTD))})")
-        try:
-            parent = describer.get(child.parent)
-        except NotFoundError:
-            raise CorruptBackupError(
-                f"generation {child.id} restores through {child.parent}, which is missing "
-                f"from the bucket ({layout.generation_prefix(db_name, child.parent)})") from None
-        if not parent.complete and (parent.snapshot is None or child.parent_frames):
-            raise CorruptBackupError(
-                f"generation {child.id} restores through {parent.id}, which has no "
-                f"{layout.META} ({parent.key(layout.META)} is missing)")
-        chain.append(parent)
+                                     f"({layout.DEPENDENCY}) to restore from") from None
+        raise CorruptBackupError(
+            f"generation {child.id} restores through {broken.parent}, which is missing "
+            f"from the bucket ({layout.generation_prefix(db_name, broken.parent)})") from None
     return list(reversed(chain))
 
 
@@ -693,50 +695,3 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def materialize_snapshot(storage: ObjectStore, db_name: str, generation: uuid.UUID | None,
-                         codec: Codec, workdir: Path,
-                         progress: Progress | None = None) -> tuple[uuid.UUID, int | None]:
-    """Give a snapshot-less generation (default: the newest) a snapshot of its own: rebuild
-    the state it starts from through its parents, check it, and upload it as its ``db.*``, so
-    that later restores skip the chain (libSQL's ``snapshot`` command). Returns the generation
-    and the compressed size uploaded (None when it already had a snapshot)."""
-    from .catalog import snapshot_metadata
-    from .codec import Encoder
-
-    progress = progress or NoProgress()
-    storage.check_bucket()
-    if generation is None:
-        plan = plan_restore(storage, db_name)
-        generation = plan.generation.id
-    g = describe_generation(storage, db_name, generation, change_counter=False)
-    if g.snapshot is not None:
-        return generation, None
-    if not g.complete:
-        raise CorruptBackupError(f"generation {generation} is incomplete (no {layout.META}): "
-                                 "nothing to snapshot")
-    from .writer import SealedGenerations, refuse_plaintext_from_sealed
-
-    SealedGenerations().refuse_plaintext_into(storage, g, "a snapshot")  # its parents: below
-    image = owned_temp_path(workdir / db_name, "image")
-    packed = owned_temp_path(workdir / db_name, "snapshot")
-    try:
-        restore(storage, db_name, image, generation=generation, force=True, base_only=True,
-                progress=progress)
-        h = hashlib.sha256()
-        enc = Encoder(codec)
-        with open(image, "rb") as src, open(packed, "xb") as dst:
-            while chunk := src.read(1 << 20):
-                h.update(chunk)
-                dst.write(enc.feed(chunk))
-            dst.write(enc.finish())
-        key = g.key(layout.snapshot_name(codec))
-        size = packed.stat().st_size
-        refuse_plaintext_from_sealed(storage, key)  # rebuilt from age objects: stays sealed
-        with open(packed, "rb") as f:
-            storage.upload(key, f, metadata=snapshot_metadata(generation, h.hexdigest()))
-    finally:
-        discard(image)
-        discard(packed)
-    return generation, size

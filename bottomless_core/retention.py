@@ -17,14 +17,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import layout
-from .catalog import GenerationSummary, bucket_index, is_dead, read_tombstone
-from .errors import CorruptBackupError, NotFoundError
+from .catalog import (
+    BrokenChain,
+    GenerationSummary,
+    bucket_index,
+    is_dead,
+    read_parent,
+    read_tombstone,
+    walk_chain,
+)
+from .errors import NotFoundError
 from .progress import NoProgress, Progress
 from .store.base import ObjectStore
 
 log = logging.getLogger("bottomless.retention")
 
-MAX_CHAIN = 100  # libSQL's restore depth: no chain is longer
 
 
 @dataclass
@@ -111,35 +118,24 @@ def _keep_dependencies(storage: ObjectStore, db_name: str, index: list[Generatio
     """Keep every candidate that a staying, snapshot-less generation restores through."""
     oldest = max(layout.generation_millis(g) for g in doomed)
     by_id = {s.id: s for s in index}
-    parents: dict[uuid.UUID, uuid.UUID | None] = {}
 
-    def parent_of(g: uuid.UUID) -> uuid.UUID | None:
-        if g not in parents:
-            data = storage.get_optional(layout.object_key(db_name, g, layout.DEPENDENCY))
-            try:
-                parents[g] = layout.decode_dependency(data) if data is not None else None
-            except ValueError as exc:
-                raise CorruptBackupError(f"{layout.object_key(db_name, g, layout.DEPENDENCY)}:"
-                                         f" {exc}") from None
-        return parents[g]
+    def parent_of(gen: uuid.UUID) -> GenerationSummary | None:
+        s = by_id.get(gen)
+        return read_parent(storage, db_name, s) if s is not None else None
 
     # Only generations newer than the oldest candidate can depend on one (ids sort newest
     # first, so "newer" is a smaller id).
     for s in index:
         if s.id in doomed or layout.generation_millis(s.id) > oldest or s.has_snapshot:
             continue
-        child, current, depth = s.id, s, 0
-        while current is not None and not current.has_snapshot and current.has_dep \
-                and depth < MAX_CHAIN:
-            parent = parent_of(current.id)
-            if parent is None:
-                break
-            if parent in doomed:
-                doomed.discard(parent)
-                plan.keep.append((parent, f"generation {child} has no snapshot and restores "
-                                          "through it"))
-            current = by_id.get(parent)
-            depth += 1
+        try:
+            for link in walk_chain(read_parent(storage, db_name, s), parent_of):
+                if link.id in doomed:
+                    doomed.discard(link.id)
+                    plan.keep.append((link.id, f"generation {s.id} has no snapshot and "
+                                               "restores through it"))
+        except BrokenChain:
+            pass  # it cannot be restored anyway: nothing of it to keep
 
 
 def _tombstone(storage: ObjectStore, db_name: str, index: list[GenerationSummary],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +44,6 @@ class SnapshotFile:
     size: int
     wal_frames: int  # frames of the capture folded into the image (its seed frames)
     change_counter: bytes  # bytes 24..28 of the image's header (libSQL's .changecounter)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def page_overlay(capture: WalCapture) -> dict[int, int]:
@@ -99,16 +96,35 @@ def write_snapshot(lock: ReadLock, capture: WalCapture, codec: Codec,
                    on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
     """Compress the image into a temporary file beside the database. ``lock`` must be held
     and ``capture`` taken under it, from frame 1 (see the module docstring)."""
-    db_path = lock.db_path
     page_size = lock.db_header().page_size
-    tmp = owned_temp_path(db_path, "snapshot")
+    image = pack_image(image_chunks(lock, capture, page_size), codec,
+                       owned_temp_path(lock.db_path, "snapshot"), lock.db_path, on_bytes)
+    image.wal_frames = capture.frame_count
+    return image
+
+
+def pack_file(src: Path, codec: Codec, dst: Path,
+              on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
+    """A database image in ``src`` (a copy, a restored file), compressed into ``dst``."""
+    def chunks() -> Iterator[bytes]:
+        with open(src, "rb") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    return pack_image(chunks(), codec, dst, src, on_bytes)
+
+
+def pack_image(chunks: Iterable[bytes], codec: Codec, dst: Path, source: Path,
+               on_bytes: Callable[[int], None] | None = None) -> SnapshotFile:
+    """Compress an image of ``source`` into the new file ``dst`` (removed again on failure),
+    hashing it as it goes: the one place a snapshot is compressed."""
     h = hashlib.sha256()
     raw = 0
     enc = Encoder(codec, threads=SNAPSHOT_THREADS)
     counter = b""
     try:
-        with open(tmp, "xb") as out:
-            for chunk in image_chunks(lock, capture, page_size):
+        with open(dst, "xb") as out:
+            for chunk in chunks:
                 if not raw:
                     counter = chunk[24:28]
                 h.update(chunk)
@@ -118,14 +134,13 @@ def write_snapshot(lock: ReadLock, capture: WalCapture, codec: Codec,
                     on_bytes(len(chunk))
             out.write(enc.finish())
     except OSError as exc:
-        discard(tmp)
-        raise LocalDatabaseError(f"{tmp.parent}: cannot write the temporary snapshot "
+        discard(dst)
+        raise LocalDatabaseError(f"{dst.parent}: cannot write the temporary snapshot "
                                  f"({exc.strerror or exc})") from None
     except BaseException:
-        discard(tmp)
+        discard(dst)
         raise
     if raw < DB_HEADER_SIZE:
-        discard(tmp)
-        raise LocalDatabaseError(f"{db_path}: database file is too short")
-    return SnapshotFile(tmp, codec, h.hexdigest(), raw, tmp.stat().st_size,
-                        capture.frame_count, counter)
+        discard(dst)
+        raise LocalDatabaseError(f"{source}: database file is too short")
+    return SnapshotFile(dst, codec, h.hexdigest(), raw, dst.stat().st_size, 0, counter)

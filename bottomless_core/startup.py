@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from .database import resolve_db_path, wal_path
-from .errors import LocalDatabaseError, NotFoundError
+from .errors import LocalDatabaseError, NoBackupError
 from .progress import Progress
 from .restore import restore
 from .store.base import ObjectStore
@@ -44,9 +44,7 @@ def restore_if_missing(db_path: Path, storage: ObjectStore, db_name: str,
     was = "empty" if path.exists() else "missing"
     try:
         result = restore(storage, db_name, path, progress=progress)
-    except NotFoundError as exc:
-        if not str(exc).startswith("no generation"):
-            raise
+    except NoBackupError:
         _create_empty(path)
         return (f"{path}: {was} and no backup of {db_name!r} in bucket "
                 f"{storage.bucket!r}: started with an empty database in WAL mode")

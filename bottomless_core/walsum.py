@@ -19,18 +19,13 @@ the byte order the WAL magic names, not the host's.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from .wal import (
     FRAME_HEADER_SIZE,
-    WAL_HEADER_SIZE,
     Checksum,
     WalFormatError,
-    WalHeader,
-    parse_wal_header,
 )
 
 _MASK = 0xFFFFFFFF
@@ -199,23 +194,6 @@ def verify_chain(frames: Buffer, page_size: int, seed: Checksum, big_endian: boo
     return n, (int(prev[0, 0]), int(prev[0, 1]))
 
 
-def chain_after(frames: Buffer, page_size: int, seed: Checksum, big_endian: bool) -> Checksum:
-    """The chain value after computing (not verifying) the checksum over every whole frame."""
-    _check_page_size(page_size)
-    mv = _bytes(frames)
-    size = FRAME_HEADER_SIZE + page_size
-    n = len(mv) // size
-    x = (seed[0] & _MASK, seed[1] & _MASK)
-    if not n:
-        return x
-    step = _block_rows(size)
-    powers = _powers(1 + page_size // 8, step)
-    for i in range(0, n, step):
-        x = _fold(x, frame_contributions(mv[i * size:(i + step) * size], page_size, big_endian),
-                  powers)
-    return x
-
-
 def checksum(data: Buffer, seed: Checksum, big_endian: bool) -> Checksum:
     """Same as wal.wal_checksum (``data`` a multiple of 8 bytes), fast for long data."""
     mv = _bytes(data)
@@ -242,45 +220,3 @@ def checksum(data: Buffer, seed: Checksum, big_endian: bool) -> Checksum:
         x = ((a * x[0] + b * x[1] + int(c[0, 0])) & _MASK,
              (cc * x[0] + d * x[1] + int(c[0, 1])) & _MASK)
     return x
-
-
-@dataclass(frozen=True)
-class WalScan:
-    """The valid, committed part of a WAL: what SQLite's recovery would keep."""
-
-    header: WalHeader
-    frame_count: int  # number of frames up to and including the last valid commit frame
-    checksum: Checksum  # chain value after the last committed frame
-    db_size: int  # db size in pages at the last commit (0 when no commit)
-
-
-def committed_frames(data: Buffer, header: WalHeader | None = None,
-                     ) -> Iterator[tuple[int, memoryview]]:
-    """Yield (frame number, frame bytes) of every frame of a whole WAL image up to its last
-    valid commit frame: the frames SQLite's recovery would keep."""
-    mv = _bytes(data)
-    if header is None:
-        header = parse_wal_header(bytes(mv[:WAL_HEADER_SIZE]))
-    scan = scan_wal(mv, header)
-    size = FRAME_HEADER_SIZE + header.page_size
-    for n in range(scan.frame_count):
-        start = WAL_HEADER_SIZE + n * size
-        yield n + 1, mv[start:start + size]
-
-
-def scan_wal(data: Buffer, header: WalHeader | None = None) -> WalScan:
-    """Summarise a whole WAL image held in memory: its valid committed prefix."""
-    mv = _bytes(data)
-    if header is None:
-        header = parse_wal_header(bytes(mv[:WAL_HEADER_SIZE]))
-    size = FRAME_HEADER_SIZE + header.page_size
-    frames = mv[WAL_HEADER_SIZE:]
-    good, _ = verify_chain(frames, header.page_size, header.checksum, header.big_endian,
-                           header.salts)
-    heads = np.frombuffer(frames[:good * size], dtype=">u4").reshape(good, size // 4)
-    commits = np.flatnonzero(heads[:, 1])
-    if not len(commits):
-        return WalScan(header, 0, header.checksum, 0)
-    last = int(commits[-1])
-    return WalScan(header, last + 1, (int(heads[last, 4]), int(heads[last, 5])),
-                   int(heads[last, 1]))

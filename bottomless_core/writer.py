@@ -18,10 +18,26 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from .catalog import Generation
+from . import layout
+from .capture import WalCapture
+from .catalog import (
+    BASE_METADATA,
+    GENERATION_METADATA,
+    PARENT_CHECKSUM_METADATA,
+    PARENT_FRAMES_METADATA,
+    Generation,
+    snapshot_metadata,
+)
+from .codec import Codec, compress
 from .errors import ConfigError, NotFoundError
-from .store.base import ObjectStore
+from .layout import BatchKey, Meta
+from .progress import NoProgress, Progress
+from .snapshot import SnapshotFile
+from .store.base import ObjectInfo, ObjectStore
 
 VERDICTS_KEPT = 4096  # generations whose "holds age objects" verdict a writer remembers
 NEED_RECIPIENT = ("give --age-recipient (or LIBSQL_BOTTOMLESS_AGE_RECIPIENT, config key "
@@ -83,3 +99,125 @@ def refuse_plaintext_from_sealed(store: ObjectStore, key: str) -> None:
     if store.decrypted_any and not store.encrypts:
         raise ConfigError(f"{key}: what it would hold was read from encrypted (age) objects; "
                           f"{NEED_RECIPIENT}")
+
+
+class Writer:
+    """Writes the generations of one database into the bucket, in the order above."""
+
+    def __init__(self, store: ObjectStore, db_name: str) -> None:
+        self.store = store
+        self.db_name = db_name
+        self.sealed = SealedGenerations()
+
+    def upload_snapshot(self, gen: uuid.UUID, image: SnapshotFile,
+                        progress: Progress | None = None, rebuilt: bool = False) -> ObjectInfo:
+        """``image`` as the snapshot of ``gen``, with the metadata every reader checks (its
+        digest, the frames folded into it, the generation it belongs to). ``rebuilt``: the
+        image was restored from the bucket, so what was encrypted there stays encrypted."""
+        progress = progress or NoProgress()
+        key = layout.object_key(self.db_name, gen, layout.snapshot_name(image.codec))
+        if rebuilt:
+            refuse_plaintext_from_sealed(self.store, key)
+        metadata = snapshot_metadata(gen, image.sha256, image.wal_frames)
+        progress.start("upload snapshot", image.size)
+        with open(image.path, "rb") as f:
+            self.store.upload(key, f, metadata=metadata,
+                              on_progress=lambda n: progress.advance("upload snapshot", n))
+        progress.finish("upload snapshot")
+        return ObjectInfo(key, image.size, None, metadata)
+
+    def start(self, g: Generation) -> None:
+        """``.changecounter`` and ``.dep``. The dependency's metadata says what the generation
+        starts from: its own snapshot, or the parent up to a frame whose checksum it gives
+        (a reader can then tell a parent that lost frames; libSQL ignores metadata)."""
+        if g.change_counter is not None:
+            self.store.put(g.key(layout.CHANGE_COUNTER), g.change_counter)
+        if g.parent is None:
+            return
+        if g.parent_frames is None or g.parent_checksum is None:
+            metadata = {BASE_METADATA: "snapshot"}
+        else:
+            c1, c2 = g.parent_checksum
+            metadata = {PARENT_FRAMES_METADATA: str(g.parent_frames),
+                        PARENT_CHECKSUM_METADATA: f"{c1:08x}-{c2:08x}"}
+        self.store.put(g.key(layout.DEPENDENCY), layout.encode_dependency(g.parent),
+                       metadata={**metadata, GENERATION_METADATA: str(g.id)})
+
+    def write_meta(self, g: Generation, meta: Meta) -> None:
+        """``.meta``: page size and the checksum the frame chain starts from. Written last for
+        a generation with a snapshot (from then on it is complete), before any batch for one
+        without; rewritten when a new WAL is adopted on top of an unchanged snapshot."""
+        self.store.put(g.key(layout.META), meta.encode())
+        g.meta = meta
+
+    def ship(self, g: Generation, capture: WalCapture, stamp: int, codec: Codec,
+             per_batch: int, threads: int,
+             on_landed: Callable[[BatchKey, ObjectInfo], None]) -> None:
+        """Upload the frames of ``capture`` that ``g`` lacks as batches of at most
+        ``per_batch`` frames, ``threads`` side by side; each is recorded in ``g`` and handed
+        to ``on_landed`` as it lands, in frame order."""
+        frame_size = capture.frame_size
+        keys = batches_to_ship(g.batches, capture.skipped + 1, capture.frame_count, per_batch,
+                               stamp, codec)
+
+        def upload(key: BatchKey, data: bytes) -> ObjectInfo:
+            body = compress(data, codec)
+            obj_key = g.key(key.name)
+            self.store.put(obj_key, body)
+            return ObjectInfo(obj_key, len(body))
+
+        window: deque[tuple[BatchKey, Future[ObjectInfo]]] = deque()
+        pending = iter(keys)
+        with ThreadPoolExecutor(max(1, threads), thread_name_prefix="ship") as pool:
+            try:
+                nxt = next(pending, None)
+                while nxt is not None or window:
+                    while nxt is not None and len(window) < max(1, threads):
+                        capture.frames.seek((nxt.first - capture.skipped - 1) * frame_size)
+                        data = capture.frames.read((nxt.last - nxt.first + 1) * frame_size)
+                        window.append((nxt, pool.submit(upload, nxt, data)))
+                        nxt = next(pending, None)
+                    key, fut = window.popleft()
+                    info = fut.result()
+                    g.batches.append((key, info))
+                    on_landed(key, info)
+            finally:
+                for _, fut in window:
+                    fut.cancel()
+                g.batches.sort(key=lambda b: (b[0].first, b[0].last))
+        if keys and not self.store.encrypts:
+            self.sealed.wrote_plain(g.id)
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Take objects back (batches no restore can use, a removed generation's prefix)."""
+        return self.store.delete_many(keys)
+
+
+def batches_to_ship(stored: list[tuple[BatchKey, ObjectInfo]], first: int, last: int,
+                    per_batch: int, stamp: int, codec: Codec) -> list[BatchKey]:
+    """The batches that give frames ``first..last`` to a generation holding ``stored``: only
+    frames no stored batch has, so that no two batches ever overlap (libSQL's restore stops,
+    silently, at a batch that does not start right after the last frame it applied).
+
+    A hole left by a ship cut short is filled with frames committed before those of the
+    batch after it, so the refill is stamped no later than that batch: stamps then still
+    grow in listing order, and a restore at T that reaches the batch after the hole reaches
+    the refill too.
+    """
+    covered = sorted((k.first, k.last, k.timestamp) for k, _ in stored)
+    keys: list[BatchKey] = []
+    frame = first
+    i = 0
+    while frame <= last:
+        while i < len(covered) and covered[i][1] < frame:
+            i += 1
+        if i < len(covered) and covered[i][0] <= frame:  # frame is stored already
+            frame = covered[i][1] + 1
+            continue
+        end = min(last, covered[i][0] - 1) if i < len(covered) else last
+        when = min(stamp, covered[i][2]) if i < len(covered) else stamp
+        while frame <= end:
+            upto = min(end, frame + per_batch - 1)
+            keys.append(BatchKey(frame, upto, when, codec))
+            frame = upto + 1
+    return keys

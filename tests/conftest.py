@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bottomless_cli.main import cli
+from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 
 

@@ -206,10 +206,10 @@ def configure_clients(read_timeout: float | None = READ_TIMEOUT, monkeypatch: An
     import botocore.loaders
     import botocore.session
 
-    from bottomless_core.store import settings
+    from bottomless_core.store import config as store_config
 
     if read_timeout is not None:
-        config_cls = settings.StorageConfig
+        config_cls = store_config.StorageConfig
         original = config_cls.from_env.__func__  # type: ignore[attr-defined]
         original = getattr(original, "_bottomless_original", original)
 

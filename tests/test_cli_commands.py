@@ -13,7 +13,7 @@ import pytest
 from bottomless_core import catalog, layout
 from bottomless_core.errors import NotFoundError
 from bottomless_core.replicator import ReplicateOptions, replicate_once
-from bottomless_core.restore import choose_generation
+from bottomless_core.restore import plan_restore
 from bottomless_core.retention import plan_removal, remove_generations
 from bottomless_core.store.s3 import S3Store
 from tests.conftest import Cli
@@ -155,8 +155,8 @@ def test_rm_interrupted_leaves_the_tombstone(history: dict, storage: S3Store) ->
     assert tomb is not None
     assert catalog.is_dead(tomb, oldest) and not catalog.is_dead(tomb, newest)
     with pytest.raises(NotFoundError, match="tombstone"):
-        choose_generation(storage, "app.db", oldest)
-    assert choose_generation(storage, "app.db") == newest
+        plan_restore(storage, "app.db", oldest)
+    assert plan_restore(storage, "app.db").generation.id == newest
     # a later rm with an earlier date finishes the interrupted one before lifting the tombstone
     del storage.delete_many
     plan = plan_removal(storage, "app.db", older_than=datetime(2000, 1, 1, tzinfo=UTC))

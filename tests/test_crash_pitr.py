@@ -57,8 +57,8 @@ from bottomless_core import catalog
 from bottomless_core.database import ReadLock
 from bottomless_core.errors import StorageError
 from bottomless_core.replicator import ReplicateOptions, Replicator
+from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.random_writer import Model, init_db, plan, value

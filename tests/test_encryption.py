@@ -18,8 +18,8 @@ from bottomless_core.errors import ConfigError
 from bottomless_core.replicator import ReplicateOptions, Replicator
 from bottomless_core.store.age import AgeStore
 from bottomless_core.store.base import AGE_MAGIC
+from bottomless_core.store.config import ServerSideEncryption, StorageConfig
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import ServerSideEncryption, StorageConfig
 from tests.chains import T0, Driver
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db

@@ -25,10 +25,10 @@ from bottomless_core.errors import (
     StorageError,
 )
 from bottomless_core.store.base import ObjectStore
+from bottomless_core.store.config import StorageConfig, file_root
 from bottomless_core.store.files import FileStore
 from bottomless_core.store.opener import open_backend
 from bottomless_core.store.s3 import S3Store
-from bottomless_core.store.settings import StorageConfig, file_root
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import pytest
 
 from bottomless_core import catalog, layout
 from bottomless_core.errors import NotFoundError
-from bottomless_core.restore import choose_generation
+from bottomless_core.restore import plan_restore
 from bottomless_core.retention import plan_removal, remove_generations
 from bottomless_core.store.s3 import S3Store
 from tests.chains import build_chain, iso, when
@@ -65,7 +65,7 @@ def test_interrupted_removal_leaves_every_kept_generation_restorable(
     tomb = catalog.read_tombstone(storage, "app.db")
     assert tomb is not None and catalog.is_dead(tomb, g0)
     with pytest.raises(NotFoundError, match="tombstone"):
-        choose_generation(storage, "app.db", g0)
+        plan_restore(storage, "app.db", g0)
     assert [g for g in gens if not catalog.is_dead(tomb, g)] == kept
 
     out = tmp_path / "r.db"

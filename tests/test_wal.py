@@ -1,4 +1,5 @@
-"""WAL parsing against files SQLite itself wrote, and against SQLite's own recovery."""
+"""WAL parsing against files SQLite itself wrote, and the product's capture (capture_wal, with
+every checksum verified as when no wal-index can be trusted) against SQLite's own recovery."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bottomless_core.capture import WalCapture, capture_wal
 from bottomless_core.wal import (
     FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE,
@@ -15,7 +17,6 @@ from bottomless_core.wal import (
     parse_wal_header,
     wal_checksum,
 )
-from bottomless_core.walsum import committed_frames, scan_wal
 from tests.helpers import dump, insert_rows, open_wal_db
 from tests.wal_reference import (
     FrameChain,
@@ -51,14 +52,28 @@ def _sqlite_recovery(tmp_path: Path, wal: bytes) -> dict:
     return dump(target)
 
 
+def _capture(tmp_path: Path, wal: bytes) -> WalCapture:
+    """What the product copies out of a WAL holding ``wal``."""
+    path = tmp_path / "captured-wal"
+    path.write_bytes(wal)
+    return capture_wal(path)
+
+
+def _frames(capture: WalCapture) -> list[bytes]:
+    capture.frames.seek(0)
+    data = capture.frames.read()
+    size = capture.frame_size
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
 def _our_recovery(tmp_path: Path, wal: bytes) -> dict:
-    """The main file with the frames our parser keeps applied to it."""
+    """The main file with the frames the capture keeps applied to it."""
     target = tmp_path / "ours.db"
     shutil.copy(tmp_path / "main-only.db", target)
     header = parse_wal_header(wal[:WAL_HEADER_SIZE])
     db_size = 0
     with open(target, "r+b") as f:
-        for _, raw in committed_frames(wal):
+        for raw in _frames(_capture(tmp_path, wal)):
             frame = parse_frame(raw, header.page_size)
             f.seek((frame.page_no - 1) * header.page_size)
             f.write(frame.page)
@@ -75,8 +90,7 @@ def test_whole_wal_written_by_sqlite(tmp_path: Path, page_size: int) -> None:
     header = parse_wal_header(wal)
     assert header.page_size == page_size
     assert header.magic in (0x377F0682, 0x377F0683)
-    scan = scan_wal(wal)
-    assert scan.frame_count == ends[-1]
+    assert _capture(d, wal).frame_count == ends[-1]
     assert _our_recovery(d, wal) == _sqlite_recovery(d, wal)
     assert len(_our_recovery(d, wal)["t"]) == 1 + sum(40 + 30 * i for i in range(6))
 
@@ -86,7 +100,7 @@ def test_torn_last_frame_ends_at_previous_commit(tmp_path: Path) -> None:
     wal = (d / "wal.bin").read_bytes()
     frame_size = FRAME_HEADER_SIZE + 4096
     torn = wal[: WAL_HEADER_SIZE + (ends[-1] - 1) * frame_size + frame_size // 2]
-    assert scan_wal(torn).frame_count == ends[-2]
+    assert _capture(d, torn).frame_count == ends[-2]
     ours, theirs = _our_recovery(d, torn), _sqlite_recovery(d, torn)
     assert ours == theirs
     assert len(ours["t"]) == 1 + sum(40 + 30 * i for i in range(5))
@@ -100,21 +114,22 @@ def test_flipped_byte_in_the_middle(tmp_path: Path, where: str) -> None:
     bad_frame = ends[2] + 2  # a frame inside the 4th transaction (1-based frame numbers)
     offset = WAL_HEADER_SIZE + (bad_frame - 1) * frame_size + (100 if where == "page" else 5)
     wal[offset] ^= 0x40
-    assert scan_wal(bytes(wal)).frame_count == ends[2]
+    assert _capture(d, bytes(wal)).frame_count == ends[2]
     ours, theirs = _our_recovery(d, bytes(wal)), _sqlite_recovery(d, bytes(wal))
     assert ours == theirs
     assert len(ours["t"]) == 1 + sum(40 + 30 * i for i in range(3))
 
 
-def test_uncommitted_tail_is_not_yielded() -> None:
+def test_uncommitted_tail_is_not_captured(tmp_path: Path) -> None:
     header = make_wal_header(1024, 7, 9)
     seed, frames = header.checksum, []
     for pgno, commit in [(1, 0), (2, 2), (3, 0)]:  # the last transaction never commits
         raw, seed = encode_frame(pgno, commit, bytes([pgno]) * 1024, header, seed)
         frames.append(raw)
     wal = encode_wal_header(header) + b"".join(frames)
-    assert [n for n, _ in committed_frames(wal)] == [1, 2]
-    assert scan_wal(wal).db_size == 2
+    capture = _capture(tmp_path, wal)
+    assert capture.frame_count == 2 and capture.db_size == 2
+    assert _frames(capture) == frames[:2]
 
 
 @pytest.mark.parametrize("big_endian", [False, True])

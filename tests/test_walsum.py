@@ -36,13 +36,6 @@ def reference_chain(frames: bytes | memoryview, page_size: int, seed: Checksum,
     return n, chain.checksum
 
 
-def reference_after(frames: bytes, page_size: int, seed: Checksum, big_endian: bool) -> Checksum:
-    size = FRAME_HEADER_SIZE + page_size
-    for off in range(0, len(frames) - size + 1, size):
-        seed = frame_checksum(frames[off:off + size], seed, big_endian, page_size)
-    return seed
-
-
 def random_wal(rng: random.Random, page_size: int, n: int, big_endian: bool,
                ) -> tuple[bytes, Checksum, tuple[int, int]]:
     """(frames, seed, salts) of a valid chain of ``n`` frames of random pages."""
@@ -89,8 +82,6 @@ def test_sqlite_wal(tmp_path: Path, page_size: int) -> None:
                                header.salts) == expected
     assert walsum.verify_chain(frames, page_size, header.checksum, header.big_endian,
                                None) == expected
-    assert walsum.chain_after(frames, page_size, header.checksum,
-                              header.big_endian) == expected[1]
 
     contrib = walsum.frame_contributions(frames, page_size, header.big_endian)
     assert contrib.shape == (n, 2)
@@ -116,13 +107,12 @@ def test_random_chain(page_size: int, big_endian: bool) -> None:
     expected = reference_chain(frames, page_size, seed, big_endian, salts)
     assert expected[0] == 9
     assert walsum.verify_chain(frames, page_size, seed, big_endian, salts) == expected
-    assert walsum.chain_after(frames, page_size, seed, big_endian) == expected[1]
 
 
 @pytest.mark.parametrize("big_endian", [False, True])
 @pytest.mark.parametrize("page_size", [512, 2048, 8192, 32768, 65536])
 def test_random_bytes(page_size: int, big_endian: bool) -> None:
-    """Frames of pure noise: contributions and chain_after still equal the reference."""
+    """Frames of pure noise: contributions and verification still equal the reference."""
     rng = random.Random(page_size * 3 + big_endian)
     size = FRAME_HEADER_SIZE + page_size
     frames = rng.randbytes(5 * size + 100)  # with a trailing partial frame
@@ -132,8 +122,6 @@ def test_random_bytes(page_size: int, big_endian: bool) -> None:
     assert [tuple(map(int, c)) for c in contrib] == [
         frame_checksum(frames[i * size:(i + 1) * size], (0, 0), big_endian, page_size)
         for i in range(5)]
-    assert walsum.chain_after(frames, page_size, seed, big_endian) == reference_after(
-        frames, page_size, seed, big_endian)
     assert walsum.verify_chain(frames, page_size, seed, big_endian, None) == reference_chain(
         frames, page_size, seed, big_endian, None)
 
@@ -163,7 +151,6 @@ def test_unaligned_and_typed_buffers() -> None:
     expected = reference_chain(frames, 1024, seed, False, salts)
     odd = memoryview(bytearray(b"x" + frames))[1:]  # word data not 4-byte aligned
     assert walsum.verify_chain(odd, 1024, seed, False, salts) == expected
-    assert walsum.chain_after(odd, 1024, seed, False) == expected[1]
     as_words = memoryview(bytearray(frames)).cast("I")
     assert walsum.verify_chain(as_words, 1024, seed, False, salts) == expected
     assert walsum.checksum(odd[:4096], seed, True) == wal_checksum(frames[:4096], seed, True)
@@ -197,7 +184,6 @@ def test_flip_across_blocks() -> None:
     size = FRAME_HEADER_SIZE + page_size
     full = reference_chain(frames, page_size, seed, False, salts)
     assert walsum.verify_chain(frames, page_size, seed, False, salts) == full
-    assert walsum.chain_after(frames, page_size, seed, False) == full[1]
     for k in (1955, 1956, 1957, 3913, 4999):
         broken = bytearray(frames)
         broken[k * size + 100] ^= 1
@@ -240,11 +226,9 @@ def test_truncated_and_empty() -> None:
         got = walsum.verify_chain(frames[:-cut], page_size, seed, True, salts)
         assert got == reference_chain(frames[:-cut], page_size, seed, True, salts)
         assert got == (3, struct.unpack_from(">2I", frames, 2 * size + 16))
-        assert walsum.chain_after(frames[:-cut], page_size, seed, True) == got[1]
     for empty in (b"", frames[:size - 1], frames[:FRAME_HEADER_SIZE]):
         assert walsum.verify_chain(empty, page_size, seed, True, salts) == (0, seed)
         assert walsum.verify_chain(empty, page_size, seed, True, None) == (0, seed)
-        assert walsum.chain_after(empty, page_size, seed, True) == seed
         assert walsum.frame_contributions(empty, page_size, True).shape == (0, 2)
 
 
@@ -260,7 +244,6 @@ def test_temporaries_are_bounded(big_endian: bool) -> None:
     rng = random.Random(8)
     frames, seed, salts = random_wal(rng, 4096, 2000, big_endian)
     calls = (lambda: walsum.verify_chain(frames, 4096, seed, big_endian, salts),
-             lambda: walsum.chain_after(frames, 4096, seed, big_endian),
              lambda: walsum.checksum(memoryview(frames)[8:], seed, big_endian))
     for call in calls:
         call()  # caches filled

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from bottomless_core.codec import Codec
-from bottomless_core.restore import materialize_snapshot
+from bottomless_core.materialize import materialize_snapshot
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ..agekeys import AgeKeys
 from ..errors import ConfigError
 from .base import ObjectStore
-from .settings import ServerSideEncryption, StorageConfig, file_root
+from .config import ServerSideEncryption, StorageConfig, file_root
 
 
 def open_backend(endpoint: str | None, bucket: str, env: dict[str, str] | None = None, *,

@@ -23,7 +23,7 @@ from ..errors import (
     StorageError,
 )
 from .base import ObjectInfo, ObjectStore, RequestCounter
-from .settings import DEFAULT_REGION, StorageConfig
+from .config import DEFAULT_REGION, StorageConfig
 
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 # Multipart: 8 MiB parts, 4 in flight -> at most ~32 MiB buffered for a streaming upload (an
