@@ -130,9 +130,11 @@ class StatusFile:
 def _follow(databases: list[DatabaseConfig], store_for: StoreFor,
             status_file: Path | None) -> None:
     followers = [Follower(Replicator(db.path, store_for(db), db.db_name,
-                                     db.replicate_options()), db.follow_options())
+                                     db.settings.replicate_options()),
+                          db.settings.follow_options())
                  for db in databases]
-    addr = next((db.metrics_addr for db in databases if db.metrics_addr), None)
+    addr = next((db.settings.metrics_addr for db in databases if db.settings.metrics_addr),
+                None)
     if addr:
         _serve_metrics(addr, followers)
     stop = threading.Event()

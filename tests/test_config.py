@@ -33,9 +33,11 @@ checkpoint_pages = 5000
 ''')
     a, b = load_config(path, {"endpoint": "http://127.0.0.1:1"})
     assert a.path == tmp_path / "app.db" and a.db_name == "app.db"
-    assert a.bucket == "backups" and a.interval == 0.5 and a.endpoint == "http://127.0.0.1:1"
+    assert a.bucket == "backups" and a.settings.interval == 0.5
+    assert a.endpoint == "http://127.0.0.1:1"
     assert b.path == Path("/srv/audit.db") and b.db_name == "audit"
-    assert b.bucket == "audit-bucket" and b.codec is Codec.GZIP and b.checkpoint_pages == 5000
+    assert b.bucket == "audit-bucket" and b.settings.compression is Codec.GZIP
+    assert b.settings.checkpoint_pages == 5000
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -43,7 +45,7 @@ checkpoint_pages = 5000
     ("[[databases]]\ndb_name = 'x'\n", "has no path"),
     ("[[databases]]\npath = 'a.db'\nbuckett = 'x'\n", "unknown key 'buckett'"),
     ("intervall = 1\n[[databases]]\npath = 'a.db'\n", "unknown key 'intervall'"),
-    ("[[databases]]\npath = 'a.db'\ninterval = -1\n", "must be positive"),
+    ("[[databases]]\npath = 'a.db'\ninterval = -1\n", "interval: -1 must be at least 0.05"),
     ("[[databases]]\npath = 'a.db'\ncompression = 'lz4'\n", "unknown compression"),
     ("[[databases]]\npath = 'a.db'\n[[databases]]\npath = 'b/a.db'\n", "same bucket"),
     ("[[databases\n", "not valid TOML"),

@@ -416,9 +416,9 @@ age_recipient = []
 sse = ""
 ''')
     a, b = load_config(config)
-    assert a.age.encrypting and len(a.age.identities) == 1 and a.restore_if_missing
+    assert a.age.encrypting and len(a.age.identities) == 1 and a.settings.restore_if_missing
     assert a.sse == ServerSideEncryption("aws:kms", "alias/backups")
-    assert not b.age.encrypting and b.sse is None and not b.restore_if_missing
+    assert not b.age.encrypting and b.sse is None and not b.settings.restore_if_missing
     for bad, needle in (('sse = "DES"', "AES256 or aws:kms"),
                         ('age_recipient = "age1nope"', "not an X25519 public key"),
                         ("restore_if_missing = 1", "true or false")):

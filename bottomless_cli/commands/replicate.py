@@ -5,85 +5,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from bottomless_core.codec import Codec
-from bottomless_core.config import DatabaseConfig, load_config
+from bottomless_core.config import DatabaseConfig, database_config, load_config
 from bottomless_core.daemon import StoreFor, run_daemon, store_opener
-from bottomless_core.dates import parse_duration
 from bottomless_core.errors import BottomlessError, ConfigError
-from bottomless_core.follower import (
-    CHECKPOINT_PAGES,
-    INTERVAL,
-    SNAPSHOT_MAX_CHAIN,
-    SNAPSHOT_WAL_FRACTION,
-)
 from bottomless_core.layout import libsql_page_size_note
-from bottomless_core.replicator import BATCH_MAX_FRAMES, ReplicateResult, replicate_once
+from bottomless_core.replicator import ReplicateResult, replicate_once
+from bottomless_core.settings import SPECS
 from bottomless_core.startup import restore_if_missing
 
 from ..context import App, pass_app
 from ..logs import setup_daemon_logging
+from ..options import setting_option, setting_options
 from ..progress import progress_for
 
 log = logging.getLogger("bottomless.cli")
 
-
-def _codec(ctx: click.Context, param: click.Parameter, value: str) -> Codec:
-    try:
-        return Codec.parse(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-compression_option = click.option(
-    "--compression", envvar="LIBSQL_BOTTOMLESS_COMPRESSION", default="zstd", show_default=True,
-    show_envvar=True, callback=_codec, help="zstd, gzip or raw, for new snapshots and WAL batches.")
+compression_option = setting_option("compression")
 
 
 @click.command()
 @click.option("--once", is_flag=True, help="Ship what is committed now, then exit (for cron).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file listing several databases (instead of -d).")
-@compression_option
-@click.option("--max-batch-frames", envvar="LIBSQL_BOTTOMLESS_BATCH_MAX_FRAMES",
-              default=BATCH_MAX_FRAMES, show_default=True, type=click.IntRange(1),
-              help="Most WAL frames in one batch object.")
-@click.option("--interval", default=INTERVAL, show_default=True, type=click.FloatRange(0.05),
-              help="Seconds between WAL polls (daemon).")
-@click.option("--checkpoint-pages", default=CHECKPOINT_PAGES, show_default=True,
-              type=click.IntRange(1), help="Checkpoint when the WAL holds this many frames "
-                                           "(daemon); each checkpoint starts a new generation.")
-@click.option("--snapshot-wal-fraction", default=SNAPSHOT_WAL_FRACTION, show_default=True,
-              type=click.FloatRange(min=0, min_open=True),
-              help="Daemon: give a new generation a full snapshot once the WAL shipped since "
-                   "the last one passes this fraction of the database's size.")
-@click.option("--snapshot-max-chain", default=SNAPSHOT_MAX_CHAIN, show_default=True,
-              type=click.IntRange(1, 99),
-              help="Daemon: ...or once this many generations in a row have none.")
-@click.option("--snapshot-interval", default="24h", show_default=True,
-              help="Daemon: ...or once the last one is this old (e.g. 24h, 7d).")
-@click.option("--retention",
-              help="Daemon: every hour, remove the generations that no point of this window "
-                   "needs (e.g. 7d), so that restore --utc-time works for its whole length.")
+@setting_options()
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
-@click.option("--metrics-addr", metavar="HOST:PORT",
-              help="Daemon: serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--create-bucket", is_flag=True,
               help="Create the bucket if it does not exist (otherwise that is an error).")
-@click.option("--restore-if-missing", is_flag=True,
-              envvar="LIBSQL_BOTTOMLESS_RESTORE_IF_MISSING", show_envvar=True,
-              help="First restore the newest generation when the database file is missing or "
-                   "empty (a container's start-up); with no backup either, start with an empty "
-                   "database.")
 @pass_app
-def replicate(app: App, once: bool, config_file: Path | None, compression: Codec,
-              max_batch_frames: int, interval: float, checkpoint_pages: int,
-              snapshot_wal_fraction: float, snapshot_max_chain: int, snapshot_interval: str,
-              retention: str | None, status_file: Path | None, metrics_addr: str | None,
-              create_bucket: bool, restore_if_missing: bool) -> None:
+def replicate(app: App, once: bool, config_file: Path | None, status_file: Path | None,
+              create_bucket: bool, **settings: Any) -> None:
     """Back up the database given with -d (or every database of --config).
 
     With --once: start a new generation (snapshot + metadata) when the bucket has none for
@@ -114,30 +69,16 @@ def replicate(app: App, once: bool, config_file: Path | None, compression: Codec
     """
     if config_file is not None and app.database is not None:
         raise ConfigError("give either -d/--database or --config, not both")
-    snapshot_seconds = parse_duration(snapshot_interval).total_seconds()
-    window = parse_duration(retention).total_seconds() if retention else None
+    where = {"endpoint": app.endpoint, "bucket": app.bucket,
+             "age_recipient": list(app.age_options[0]),
+             "age_identity": list(app.age_options[1]),
+             "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1]}
+    given = {k: v for k, v in settings.items() if k in SPECS}
     if config_file is not None:
-        defaults = {"endpoint": app.endpoint, "bucket": app.bucket,
-                    "compression": compression.value, "interval": interval,
-                    "checkpoint_pages": checkpoint_pages, "max_batch_frames": max_batch_frames,
-                    "snapshot_wal_fraction": snapshot_wal_fraction,
-                    "snapshot_max_chain": snapshot_max_chain,
-                    "snapshot_interval": snapshot_seconds, "retention": window,
-                    "metrics_addr": metrics_addr,
-                    "age_recipient": list(app.age_options[0]),
-                    "age_identity": list(app.age_options[1]),
-                    "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1],
-                    "restore_if_missing": restore_if_missing}
-        databases = load_config(config_file, defaults)
+        databases = load_config(config_file, {**where, **given})
     else:
-        databases = [DatabaseConfig(app.require_database(), app.db_name, app.endpoint,
-                                    app.bucket, compression, interval, checkpoint_pages,
-                                    max_batch_frames=max_batch_frames,
-                                    snapshot_wal_fraction=snapshot_wal_fraction,
-                                    snapshot_max_chain=snapshot_max_chain,
-                                    snapshot_interval=snapshot_seconds, retention=window,
-                                    metrics_addr=metrics_addr, age=app.age, sse=app.sse,
-                                    restore_if_missing=restore_if_missing)]
+        databases = [database_config({**where, **given, "path": app.require_database(),
+                                      "db_name": app.db_name})]
     store_for = store_opener(create_bucket)
     if once:
         _start_up(app, databases, store_for, click.echo)
@@ -153,7 +94,7 @@ def _start_up(app: App, databases: list[DatabaseConfig], store_for: StoreFor,
               say: Callable[[str], object]) -> None:
     """--restore-if-missing: restore (or create) each missing or empty database first."""
     for db in databases:
-        if db.restore_if_missing:
+        if db.settings.restore_if_missing:
             with progress_for(app.err, app.interactive) as progress:
                 line = restore_if_missing(db.path, store_for(db), db.db_name, progress)
             if line is not None:
@@ -167,7 +108,7 @@ def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> Non
         try:
             with progress_for(app.err, app.interactive) as progress:
                 result = replicate_once(db.path, store_for(db), db.db_name,
-                                        db.replicate_options(), progress)
+                                        db.settings.replicate_options(), progress)
         except BottomlessError as exc:
             if len(databases) == 1:
                 raise
