@@ -29,6 +29,8 @@ SNAPSHOT_STEM = "db"
 TOMBSTONE_SUFFIX = ".tombstone"
 
 _BATCH_RE = re.compile(r"^(\d{12})-(\d{12})-(\d+)\.(zstd|gz|raw)$")
+_PACK_RE = re.compile(r"^L(\d)-(\d{12})-(\d{12})-(\d+)\.pack$")
+SNAPSHOT_PACK = "db.pack"  # a snapshot's page-indexed form (pack.py): not read by libSQL
 
 
 # --- generation ids -------------------------------------------------------------------------
@@ -172,6 +174,32 @@ class BatchKey:
         if first < 1 or last < first:
             return None
         return cls(first, last, ts, Codec.from_extension(m[4]))
+
+
+@dataclass(frozen=True, order=True)
+class PackKey:
+    """A page pack made by compaction at ``level`` (1, 2, ...): the last version of every
+    page changed by frames first..last of the generation, whose batches were stamped up to
+    ``timestamp``. libSQL's restore cannot parse the name and skips it."""
+
+    first: int
+    last: int
+    level: int
+    timestamp: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.level}-{self.first:012d}-{self.last:012d}-{self.timestamp}.pack"
+
+    @classmethod
+    def parse(cls, name: str) -> PackKey | None:
+        m = _PACK_RE.match(name)
+        if not m:
+            return None
+        level, first, last, ts = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+        if level < 1 or first < 1 or last < first:
+            return None
+        return cls(first, last, level, ts)
 
 
 def snapshot_codec(name: str) -> Codec | None:
