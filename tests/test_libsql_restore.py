@@ -22,6 +22,7 @@ import zstandard
 from bottomless_core import layout
 from tests import libsql_restore as lr
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
+from tests.libsql_check import CrossCheck, check_restored
 from tests.wal_reference import encode_frame, make_wal_header
 
 DB = "app.db"
@@ -519,3 +520,36 @@ def test_the_store_is_read_only_through_list_and_get(source: Source, tmp_path: P
     assert lr.restore(fs, DB, out).restored and dump(out) == c.states[2]
     shutil.rmtree(tmp_path / "root")
 
+
+# --- the cross-check itself (tests/libsql_check.py) --------------------------------------------
+
+def test_the_cross_check_reports_a_restore_libsql_would_not_make(source: Source,
+                                                                 tmp_path: Path) -> None:
+    """A restore of ours that holds every commit of a bucket whose batches overlap: libSQL's
+    rules stop at the overlap, and the CrossCheck wrapper says so (rows, both readers)."""
+    c = three_commits(source)
+    source.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    final = tmp_path / "final.db"
+    shutil.copy(source.db, final)
+    store = MemStore()
+    g = gen_at(T0 * 10**9)
+    c1, c2, c3 = c.commits
+    put_generation(store, g, c, batches=[(1, c2, T0), (c1 + 1, c3, T0 + 1)])
+
+    def ours(storage: object, db_name: str, target: Path, *, generation: object = None,
+             utc_time: object = None, force: bool = False, verify_only: bool = False,
+             base_only: bool = False, progress: object = None) -> SimpleNamespace:
+        shutil.copy(final, target)
+        return SimpleNamespace(generation=g, chain=[g], frames_applied=c3, path=target)
+
+    check = CrossCheck("unit", None, ours)
+    check(store, DB, tmp_path / "ours.db")
+    [problem] = check.problems()
+    assert problem.problem.startswith("different rows: table t1: 123 rows vs 83")
+    assert f"overlap: frames up to {c2} applied" in problem.libsql
+    del store.objects[f"{DB}-{g}/{c1 + 1:012d}-{c3:012d}-{T0 + 1}.zstd"]
+    store.objects[f"{DB}-{g}/{c2 + 1:012d}-{c3:012d}-{T0 + 1}.zstd"] = zstd(c.raw(c2 + 1, c3))
+    check(store, DB, tmp_path / "ours.db")
+    assert len(check.problems()) == 1  # the second restore agrees
+    assert check_restored(store, DB, c.states[2]).problem is None
+    assert check_restored(store, DB, c.states[1]).problem.startswith("different rows")

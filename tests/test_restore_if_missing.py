@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from pyrage import x25519
 
 from bottomless_core import catalog
@@ -75,6 +76,7 @@ def test_empty_file_and_empty_bucket(run: Cli, tmp_path: Path, storage: Storage)
     assert not orphan.exists() and Path(f"{orphan}-wal").stat().st_size == 104
 
 
+@pytest.mark.libsql_exempt("encrypted: libSQL cannot read age objects", encrypted=True)
 def test_encrypted_backup_needs_the_identity(run: Cli, tmp_path: Path,
                                             storage: Storage) -> None:
     ident = x25519.Identity.generate()
