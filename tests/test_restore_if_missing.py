@@ -12,8 +12,10 @@ from pyrage import x25519
 
 from bottomless_core import catalog
 from bottomless_core.storage import Storage
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
+from tests.libsql_check import assert_libsql_agrees, raw_store
 from tests.procs import cli_env, cli_proc, poll
 
 
@@ -119,8 +121,11 @@ def _caught_up_after(status_file: Path, t: float) -> bool:
                              for d in dbs)
 
 
-def test_daemon_restores_then_replicates(run: Cli, tmp_path: Path, storage: Storage) -> None:
+def test_daemon_restores_then_replicates(run: Cli, tmp_path: Path, storage: Storage,
+                                         s3: SeaweedServer) -> None:
     expected = _seed(run, tmp_path)
+    # The daemon's restore runs in its own process: libSQL's rules read the same bucket so.
+    assert_libsql_agrees(raw_store(storage, s3), "app.db", expected)
     db = tmp_path / "data" / "app.db"
     status = tmp_path / "status.json"
     proc = cli_proc(cli_env(run), "-d", str(db), "replicate", "--restore-if-missing",
