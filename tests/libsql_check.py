@@ -80,6 +80,16 @@ class RawS3:
         return dict(self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
 
 
+def file_store(root: Path, bucket: str) -> Any:
+    """Our directory store (bottomless_core.filestore; bottomless_core.store.files once the
+    store package lands), for copies of a bucket."""
+    try:
+        from bottomless_core.store.files import FileStore  # type: ignore[import-not-found]
+    except ImportError:
+        from bottomless_core.filestore import FileStore
+    return FileStore(root, bucket)
+
+
 _KEPT: dict[tuple, Path] = {}
 
 
@@ -90,8 +100,6 @@ def keep_bucket(raw: Any, db_name: str, what: str) -> Path | None:
     root = os.environ.get(KEEP_ENV)
     if not root:
         return None
-    from bottomless_core.filestore import FileStore
-
     listed = listing(raw, db_name)
     if listed in _KEPT:  # the same bucket state again
         with open(_KEPT[listed] / "what.txt", "a") as f:
@@ -99,7 +107,7 @@ def keep_bucket(raw: Any, db_name: str, what: str) -> Path | None:
         return _KEPT[listed]
     where = _KEPT[listed] = Path(tempfile.mkdtemp(prefix="disagreement-", dir=root))
     (where / "what.txt").write_text(what + "\n")
-    copy = FileStore(where, "bucket")
+    copy = file_store(where, "bucket")
     copy.create_bucket()
     for obj in raw.list_objects(db_name):
         meta = raw.metadata(obj.key) if hasattr(raw, "metadata") else None
@@ -108,12 +116,17 @@ def keep_bucket(raw: Any, db_name: str, what: str) -> Path | None:
 
 
 def raw_store(store: Any, s3: Any = None) -> Any:
-    """What the reference reader reads: below any wrapper (``raw``: an EncryptedStore), an S3
-    store as a RawS3 on the test's server, a directory store as it is."""
-    seen = set()
-    while getattr(store, "raw", None) is not None and id(store) not in seen:
+    """What the reference reader reads: below any wrapper (a decrypting store names the one
+    it wraps ``raw``, ``inner`` or ``stored``), an S3 store as a RawS3 on the test's server, a
+    directory store as it is."""
+    seen = {id(store)}
+    while True:
+        below = [getattr(store, a, None) for a in ("stored", "raw", "inner")]
+        below = [b for b in below if b is not None and id(b) not in seen]
+        if not below:
+            break
+        store = below[0]
         seen.add(id(store))
-        store = store.raw
     if isinstance(getattr(store, "dir", None), Path):  # a FileStore: a directory, no wrapper
         return store
     if s3 is not None and isinstance(getattr(store, "bucket", None), str):

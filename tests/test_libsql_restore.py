@@ -22,7 +22,7 @@ import zstandard
 from bottomless_core import layout
 from tests import libsql_restore as lr
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
-from tests.libsql_check import CrossCheck, check_restored
+from tests.libsql_check import CrossCheck, check_restored, file_store
 from tests.wal_reference import encode_frame, make_wal_header
 
 DB = "app.db"
@@ -507,12 +507,10 @@ def test_page_size_65536_fails(tmp_path: Path) -> None:
 def test_the_store_is_read_only_through_list_and_get(source: Source, tmp_path: Path) -> None:
     """A FileStore copy of a hand-built bucket reads the same (the reader needs nothing but
     list_objects and get, and a NotFoundError is "no such key")."""
-    from bottomless_core.filestore import FileStore
-
     c = three_commits(source)
     mem = MemStore()
     put_generation(mem, gen_at(T0 * 10**9), c, batches=[(1, c.commits[2], T0)])
-    fs = FileStore(tmp_path / "root", "b")
+    fs = file_store(tmp_path / "root", "b")
     fs.create_bucket()
     for key, data in mem.objects.items():
         fs.put(key, data)
