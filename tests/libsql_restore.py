@@ -194,12 +194,21 @@ def get_last_consistent_frame(store: Store, db_name: str, generation: uuid.UUID)
 # --- small objects -------------------------------------------------------------------------
 
 def _get_optional(store: Store, key: str) -> bytes | None:
+    """NoSuchKey is None; any other failure fails the restore (``e => Err(e.into())``)."""
     try:
         return store.get(key)
     except Exception as exc:
         if _is_missing(exc):
             return None
-        raise
+        raise LibsqlRestoreError(f"{key}: {exc}") from exc
+
+
+def _get(store: Store, key: str) -> bytes:
+    """``self.get_object(key).send().await?``: any failure fails the restore."""
+    try:
+        return store.get(key)
+    except Exception as exc:
+        raise LibsqlRestoreError(f"{key}: {exc}") from exc
 
 
 # DateTime::from_timestamp's range (chrono 0.4.42: -262143-01-01 to 262142-12-31), unix seconds
@@ -541,7 +550,7 @@ class _Restore:
                                               f"batch stamp {timestamp} unparsable")
                             replay.stop_key = key
                             return
-                    data = decode_first_member(self.store.get(key), compression, key)
+                    data = decode_first_member(_get(self.store, key), compression, key)
                     reader = BatchReader(first, data, page_size)
                     replay.batches += 1
                     while (header := reader.next_frame_header()) is not None:
