@@ -42,6 +42,10 @@ from tests.workload import T0, Golden, build_golden, run_cli
 
 MUTATIONS = ("truncate", "flip", "empty", "delete", "swap")
 
+# Damaged on purpose: libSQL's restore reads damaged objects its own way (a truncated or empty
+# .changecounter panics in get_remote_change_counter), which is not what these tests check.
+pytestmark = pytest.mark.libsql_exempt("every object damaged on purpose")
+
 
 @dataclass
 class Env:

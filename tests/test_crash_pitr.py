@@ -13,6 +13,9 @@ restarted, and SIGTERMed once. At the end everything is shipped and the bucket i
   commit_time(n) <= T, passes integrity_check, and misses no commit older than
   T - GRANULARITY (more around the windows where the daemon was down: commits made then
   become visible only once it is back);
+- the newest state and every whole-second T (each random T is also restored at its whole
+  second) restored with libSQL's own rules (tests/libsql_restore.py, from the raw bucket) give
+  the same rows as ours;
 - a T before the first generation is refused ("no generation");
 - verify and ls -v --json succeed, and the only incomplete generations are ones a kill
   interrupted.
@@ -61,6 +64,8 @@ from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
+from tests.libsql_check import RawS3, check_restored
+from tests.libsql_restore import generation_to_timestamp, latest_generation_before
 from tests.random_writer import Model, init_db, plan, value
 
 LONG = os.environ.get("BOTTOMLESS_LONG") == "1"
@@ -581,6 +586,8 @@ def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storag
     t0, t1 = commits.after[0], stopped + 3.0
     wanted: list[tuple[float, str]] = []
     wanted += [(rng.uniform(t0 - 1.0, t1), "random") for _ in range(p.random_restores)]
+    # ...and each at its whole second, where libSQL's restore must agree with ours (below).
+    wanted += [(float(math.floor(t)), "the whole second of a random T") for t, _ in wanted]
     for n in rng.sample(range(1, final + 1), min(final, p.edge_commits)):
         tb, ta = commits.before[n], commits.after[n]
         wanted += [(ta, f"after commit {n} returned"), (ta + 0.001, f"1 ms after commit {n}"),
@@ -623,6 +630,8 @@ def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storag
 
     phases["restores"] = time.monotonic() - began
     first_gen = gen_times[0]
+    raw = RawS3(s3.endpoint, bucket, s3.access_key, s3.secret_key)
+    libsql_compared = 0
     checked: list[tuple[int, Restore]] = []
     worst_lag = 0.0  # the oldest commit a restore left out, in seconds before its T
     for r in restores:
@@ -632,6 +641,13 @@ def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storag
                 problems.append(f"{label}: before the first generation ({_fmt(first_gen)}), "
                                 f"expected 'no generation', got exit {r.code} "
                                 f"{r.stderr.strip()} {r.stdout.strip()}")
+            elif r.t_us % 1_000_000 == 0:  # libSQL's rules find none either
+                theirs = latest_generation_before(raw, run.db_name,
+                                                  datetime.fromtimestamp(r.t, tz=UTC))
+                if theirs is not None:
+                    secs, nanos = generation_to_timestamp(theirs)
+                    problems.append(f"{label}: libSQL's rules choose generation {theirs} "
+                                    f"(created {_fmt(secs + nanos / 1e9)}), ours none")
             continue
         if r.code != 0:
             problems.append(f"{label}: restore failed (exit {r.code}): {r.stderr.strip()}")
@@ -669,6 +685,14 @@ def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storag
         for diff in compare(r.out, current[1]):
             problems.append(f"{'newest' if r.t is None else r.iso} ({r.why}), commit {n}: "
                             f"{diff}")
+        if r.t_us is None or r.t_us % 1_000_000 == 0:  # libSQL reads it the same way
+            libsql_compared += 1
+            outcome = check_restored(
+                raw, run.db_name, r.out, what=f"{'newest' if r.t is None else r.iso} "
+                f"({r.why}), commit {n}", ours_note=r.stdout.strip(),
+                utc_time=None if r.t is None else datetime.fromtimestamp(r.t, tz=UTC))
+            if outcome.problem:
+                problems.append(f"libSQL's rules disagree: {outcome.line()}")
         r.out.unlink()  # a long run restores a few GB
     while current[0] < final:
         current = next(states)
@@ -685,6 +709,7 @@ def test_crash_and_point_in_time_restores(s3: SeaweedServer, bucket: str, storag
         "restores_stopped_at_a_gap": sum("batch missing" in r.stderr for r in restores),
         "kills": len(kills), "sigterms": sum(o.kind == "term" for o in run.outages),
         "restores": len(restores), "compared": len(checked),
+        "compared_with_libsql_rules": libsql_compared,
         "worst_lag": round(worst_lag, 2),
         "restore_seconds": sorted(round(r.seconds, 1) for r in restores)[::-1][:8],
         "outages": [(o.kind, o.trigger, round(o.ready - o.start, 2)) for o in run.outages],

@@ -232,6 +232,8 @@ def test_refill_cut_short_at_every_batch_leaves_no_overlap(tmp_path: Path) -> No
         conn.close()
 
 
+@pytest.mark.libsql_exempt("an overlapping batch put by hand, as older versions refilled: "
+                           "libSQL stops at it (which is why verify reports it)")
 def test_overlapping_batches_restore_once_and_verify_reports_them(
         db: tuple[Path, sqlite3.Connection], store: FileStore, tmp_path: Path) -> None:
     """A bucket written by an older version (a refill that repeated frames): restore applies

@@ -12,8 +12,10 @@ import pytest
 
 from bottomless_core import catalog
 from bottomless_core.store.s3 import S3Store
+from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, dump_conn, insert_rows, integrity, open_wal_db
+from tests.libsql_check import assert_libsql_agrees, raw_store
 from tests.procs import DEADLINE, App, cli_env, cli_proc, lines, one_error_line
 
 
@@ -95,13 +97,15 @@ def test_restore_keeps_the_mode_and_owner_of_the_file_it_replaces(run: Cli,
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o007, 0o660)])
 def test_restore_to_a_new_file_gets_the_umask_mode(run: Cli, tmp_path: Path, umask: int,
-                                                    mode: int) -> None:
+                                                    mode: int, s3: SeaweedServer,
+                                                    storage: S3Store) -> None:
     expected = _backed_up(run, tmp_path / "app.db")
     out = tmp_path / "new.db"
     p = cli_proc(cli_env(run), "--db-name", "app.db", "restore", "-o", str(out), umask=umask)
     _, stderr = p.communicate(timeout=DEADLINE)
     assert p.returncode == 0, stderr
     assert dump(out) == expected
+    assert_libsql_agrees(raw_store(storage, s3), "app.db", out)  # a restore in a subprocess
     assert stat.S_IMODE(out.stat().st_mode) == mode
 
 
@@ -148,7 +152,8 @@ def test_restore_if_flags_do_nothing_when_there_is_nothing_to_do(run: Cli,
 
 # --- verify writes in $TMPDIR only ----------------------------------------------------------
 
-def test_verify_writes_nothing_beside_the_database(run: Cli, tmp_path: Path) -> None:
+def test_verify_writes_nothing_beside_the_database(run: Cli, tmp_path: Path, s3: SeaweedServer,
+                                                   storage: S3Store) -> None:
     ro, scratch = tmp_path / "ro", tmp_path / "scratch"
     ro.mkdir()
     scratch.mkdir()
@@ -179,6 +184,8 @@ def test_verify_writes_nothing_beside_the_database(run: Cli, tmp_path: Path) -> 
             assert os.listdir(scratch) == []
     finally:
         os.chmod(ro, 0o755)
+    # What verify restored in its subprocess: libSQL's rules read the same rows.
+    assert_libsql_agrees(raw_store(storage, s3), "app.db", dump(db))
 
 
 # --- replicate --once --config: a broken database does not stop the others -----------------
