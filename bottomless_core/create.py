@@ -64,8 +64,8 @@ def create_generation(source: Path, storage: ObjectStore, db_name: str,
         g = Generation(db_name, layout.generation_for(time.time(), newer_than=newest),
                        snapshot_codec=codec, change_counter=header.change_counter_bytes)
         writer = Writer(storage, db_name)
-        g.snapshot = writer.upload_snapshot(g.id, snapshot, progress)
         writer.start(g)
+        g.snapshot = writer.upload_snapshot(g.id, snapshot, progress)
         writer.write_meta(g, Meta(header.page_size, NO_WAL_CHECKSUM))
     except OSError as exc:
         raise LocalDatabaseError(f"{workdir}: cannot write the copy of {source} there "

@@ -7,10 +7,10 @@ write lock every committed frame is captured, the WAL is copied back completely,
 on our read transaction never lets go, so the next WAL cycle starts exactly where the parent
 ends. Everywhere else (first backup, a checkpoint we did not see, a gap) a snapshot is taken.
 
-Object order makes an interrupted write visible to readers: a snapshot generation writes its
-snapshot, ``.changecounter``, ``.dep`` and the WAL frames captured with the snapshot, and
-``.meta`` last; a snapshot-less one writes ``.changecounter``, ``.dep`` (with the parent's last
-frame and checksum as metadata) and ``.meta`` before any frame.
+Object order makes an interrupted write visible to readers (writer.py): a snapshot
+generation writes ``.changecounter``, ``.dep``, its snapshot and the WAL frames captured with
+the snapshot, and ``.meta`` last; a snapshot-less one writes ``.changecounter``, ``.dep``
+(with the parent's last frame and checksum as metadata) and ``.meta`` before any frame.
 """
 
 from __future__ import annotations
@@ -427,8 +427,8 @@ class Replicator:
                 g = Generation(self.db_name, gen, snapshot_codec=snapshot.codec,
                                parent=parent.id if parent else None, own_base=True,
                                change_counter=snapshot.change_counter)
+                self.writer.start(g)  # before the snapshot: see writer.py
                 g.snapshot = self.writer.upload_snapshot(gen, snapshot, progress)
-                self.writer.start(g)
             finally:
                 discard(snapshot.path)
             result = ReplicateResult(gen, True, decision.reason,

@@ -3,8 +3,11 @@
 Everything that puts a generation's objects into the bucket goes through here, in the order
 that makes an interrupted write visible to readers (docs/format.md):
 
-- a generation **with a snapshot**: the snapshot, ``.changecounter``, ``.dep`` (metadata
-  ``base: snapshot``), the WAL frames captured with it, then ``.meta`` **last**;
+- a generation **with a snapshot**: ``.changecounter``, ``.dep`` (metadata ``base:
+  snapshot``), the snapshot, the WAL frames captured with it, then ``.meta`` **last**. (The
+  small objects first: libSQL's restore takes a generation holding a snapshot but no
+  ``.changecounter`` for an empty database and restores nothing, where one without the
+  snapshot yet restores through its parent.);
 - a generation **without one** (the daemon's, after its own checkpoint): ``.changecounter``,
   ``.dep`` (metadata: the parent's last frame and chain value it builds on), ``.meta``, then
   its batches;
