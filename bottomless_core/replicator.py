@@ -427,8 +427,12 @@ class Replicator:
                 g = Generation(self.db_name, gen, snapshot_codec=snapshot.codec,
                                parent=parent.id if parent else None, own_base=True,
                                change_counter=snapshot.change_counter)
-                self.writer.start(g)  # before the snapshot: see writer.py
-                g.snapshot = self.writer.upload_snapshot(gen, snapshot, progress)
+                try:
+                    self.writer.start(g)  # before the snapshot: see writer.py
+                    g.snapshot = self.writer.upload_snapshot(gen, snapshot, progress)
+                except BaseException:  # a failure or a signal: leave nothing half-written
+                    self.writer.abandon(g)
+                    raise
             finally:
                 discard(snapshot.path)
             result = ReplicateResult(gen, True, decision.reason,

@@ -19,6 +19,7 @@ snapshot or WAL batch goes into, or right after, a generation whose objects are 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import deque
@@ -190,6 +191,15 @@ class Writer:
                 g.batches.sort(key=lambda b: (b[0].first, b[0].last))
         if keys and not self.store.encrypts:
             self.sealed.wrote_plain(g.id)
+
+    def abandon(self, g: Generation) -> None:
+        """Take back what was written of a generation whose creation failed (best effort: a
+        removal that fails too leaves an incomplete generation, which readers pass over)."""
+        names = (layout.CHANGE_COUNTER, layout.DEPENDENCY,
+                 *(layout.snapshot_name(c) for c in Codec))
+        with contextlib.suppress(Exception):
+            self.store.delete_many([*(g.key(n) for n in names),
+                                    layout.generation_prefix(self.db_name, g.id)])
 
     def remove(self, keys: Iterable[str]) -> int:
         """Take objects back (batches no restore can use, a removed generation's prefix)."""

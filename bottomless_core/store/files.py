@@ -371,13 +371,19 @@ class FileStore(ObjectStore):
         current = self.dir
         for part in path.relative_to(self.dir).parts[:-1]:
             current = current / part
-            try:
-                current.mkdir()
-            except FileExistsError:
-                if not current.is_dir():
-                    raise StorageError(f"the file store cannot hold {path.relative_to(self.dir)}"
-                                       f": {current.relative_to(self.dir)} is an object, not a "
-                                       "prefix") from None
+            for _ in range(WRITE_TRIES):
+                try:
+                    current.mkdir()
+                except FileExistsError:
+                    if current.is_dir():
+                        break
+                    if current.exists():  # a file: an object where a prefix should be
+                        raise StorageError(
+                            f"the file store cannot hold {path.relative_to(self.dir)}: "
+                            f"{current.relative_to(self.dir)} is an object, not a prefix",
+                        ) from None
+                    continue  # a delete removed it between mkdir and the check: again
+                break
 
     def _write(self, key: str, fill: Callable[[BinaryIO], object],
                metadata: dict[str, str] | None, if_match: str | None,
