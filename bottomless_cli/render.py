@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bottomless_core.catalog import Generation
+from bottomless_core.restore import FetchPlan
 
 
 def _time(t: datetime | None) -> str:
@@ -16,7 +17,8 @@ def _time(t: datetime | None) -> str:
 
 
 def generation_facts(g: Generation, depth: int | None = 0,
-                     encryption: str | None = None) -> dict[str, Any]:
+                     encryption: str | None = None,
+                     fetch: FetchPlan | None = None) -> dict[str, Any]:
     """Everything ``ls -v`` shows about a generation, as plain values (the --json form).
     ``depth``: parents a restore goes through to reach a snapshot (None: the chain is
     broken). ``encryption``: "age", "none" or "mixed" as its data objects show, None when it
@@ -34,6 +36,11 @@ def generation_facts(g: Generation, depth: int | None = 0,
         "wal_frame_checksum": f"{meta.checksum[0]:08x}-{meta.checksum[1]:08x}" if meta else None,
         "parent": str(g.parent) if g.parent else None,
         "wal_batches": len(g.batches),
+        "page_packs": {f"L{level}": sum(k.level == level for k, _ in g.packs)
+                       for level in sorted({k.level for k, _ in g.packs})},
+        "restore_fetches": None if fetch is None else {
+            "objects": fetch.objects, "bytes": fetch.bytes, "packs": fetch.packs,
+            "batches": fetch.batches},
         "snapshot": None if g.snapshot is None else {
             "key": g.snapshot.key,
             "size": g.snapshot.size,
@@ -58,10 +65,14 @@ def _restores_from(f: dict[str, Any]) -> str:
 
 
 def generations_table(console: Console, generations: list[Generation],
-                      depths: list[int | None], encryptions: list[str | None]) -> None:
+                      depths: list[int | None], encryptions: list[str | None],
+                      fetches: list[FetchPlan | None]) -> None:
     """One block per generation (key: value lines), readable at any terminal width."""
-    for g, depth, encryption in zip(generations, depths, encryptions, strict=True):
-        f = generation_facts(g, depth, encryption)
+    for g, depth, encryption, fetch in zip(generations, depths, encryptions, fetches,
+                                           strict=True):
+        f = generation_facts(g, depth, encryption, fetch)
+        packs = ", ".join(f"{n} {level}" for level, n in f["page_packs"].items()) or "none"
+        plan = f["restore_fetches"]
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
@@ -72,6 +83,10 @@ def generations_table(console: Console, generations: list[Generation],
             ("change counter", f["change_counter"] or "-"),
             ("consistent WAL frame", str(f["consistent_frame"])),
             ("WAL batches", str(f["wal_batches"])),
+            ("page packs", packs),
+            ("a restore fetches", "-" if plan is None else
+             f"{plan['objects']} objects, {plan['bytes']:,} bytes (snapshot, "
+             f"{plan['packs']} packs, {plan['batches']} batches)"),
             ("page size", str(f["page_size"] or "-")),
             ("WAL frame checksum", f["wal_frame_checksum"] or "-"),
             ("parent generation", f["parent"] or "-"),

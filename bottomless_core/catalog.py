@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 from . import layout
 from .codec import Codec
 from .errors import CorruptBackupError, NotFoundError
-from .layout import BatchKey, Meta
+from .layout import BatchKey, Meta, PackKey
 from .store.base import ObjectInfo, ObjectStore
 
 MAX_CHAIN = 100  # libSQL's MAX_RESTORE_STACK_DEPTH: a restore follows at most this many .dep
@@ -117,6 +117,7 @@ class Generation:
     snapshot: ObjectInfo | None = None
     snapshot_codec: Codec | None = None
     batches: list[tuple[BatchKey, ObjectInfo]] = field(default_factory=list)
+    packs: list[tuple[PackKey, ObjectInfo]] = field(default_factory=list)  # compacted pages
     meta: Meta | None = None
     change_counter: bytes | None = None
     parent: uuid.UUID | None = None
@@ -142,19 +143,26 @@ class Generation:
     def created(self) -> datetime:
         return layout.generation_time(self.id)
 
+    def covered(self) -> list[tuple[int, int, int]]:
+        """(first, last, stamp) of every batch and pack, in frame order: the frames the
+        bucket holds (batches covered by packs may have been removed)."""
+        return sorted([(k.first, k.last, k.timestamp) for k, _ in self.batches]
+                      + [(k.first, k.last, k.timestamp) for k, _ in self.packs])
+
     @property
     def last_frame(self) -> int:
-        """Last frame of the highest batch (what libsql calls the consistent frame)."""
-        return max((key.last for key, _ in self.batches), default=0)
+        """Last frame of the highest batch or pack (libSQL's "consistent frame", when the
+        batches are all there)."""
+        return max((last for _, last, _ in self.covered()), default=0)
 
     @property
     def contiguous_frame(self) -> int:
-        """Last frame reachable from frame 1 without a gap (overlapping batches are fine)."""
+        """Last frame reachable from frame 1 without a gap (overlaps are fine)."""
         last = 0
-        for key, _ in self.batches:
-            if key.first > last + 1:
+        for first, end, _ in self.covered():
+            if first > last + 1:
                 break
-            last = max(last, key.last)
+            last = max(last, end)
         return last
 
     def key(self, name: str) -> str:
@@ -180,12 +188,17 @@ def describe_generation(storage: ObjectStore, db_name: str, gen: uuid.UUID,
         if batch is not None:
             g.batches.append((batch, obj))
             continue
+        pack = PackKey.parse(name)
+        if pack is not None:
+            g.packs.append((pack, obj))
+            continue
         codec = layout.snapshot_codec(name)
         if codec is not None and g.snapshot is None:
             g.snapshot, g.snapshot_codec = obj, codec
     if not g.object_count:
         raise NotFoundError(f"generation {gen} of {db_name!r} not found")
     g.batches.sort(key=lambda b: (b[0].first, b[0].last))
+    g.packs.sort(key=lambda p: (p[0].first, -p[0].last, p[0].level))
     if read_metadata:
         _read_small_objects(storage, g, names, change_counter)
     return g
@@ -312,6 +325,16 @@ def describer(storage: ObjectStore, db_name: str,
         return cache[gen]
 
     return parent_of
+
+
+def restore_chain(storage: ObjectStore, db_name: str, g: Generation,
+                  cache: dict[uuid.UUID, Generation] | None = None) -> list[Generation]:
+    """``g`` and the generations it restores through, oldest (the one with the snapshot)
+    first; empty when the chain is broken."""
+    try:
+        return list(reversed(list(walk_chain(g, describer(storage, db_name, cache)))))
+    except BrokenChain:
+        return []
 
 
 def chain_depth(storage: ObjectStore, db_name: str, g: Generation,

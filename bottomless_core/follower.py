@@ -26,6 +26,7 @@ from typing import Any
 
 from . import layout
 from .capture import empty_capture
+from .compactor import CompactResult
 from .database import ReadLock, wal_path
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
@@ -101,6 +102,7 @@ class FollowerStatus:
     last_frame: int = 0
     wal_frames: int = 0
     checkpoints: int = 0
+    packs_written: int = 0  # by compaction
     generations_removed: int = 0  # by retention
     last_success: float | None = None  # unix time of the last sync that shipped everything
     behind_since: float | None = None  # unix time since which committed frames wait to ship
@@ -162,6 +164,24 @@ class SnapshotJob(threading.Thread):
                         self.child, str(exc))
 
 
+class CompactionJob(threading.Thread):
+    """One compaction of the sealed windows (Replicator.compact), beside the syncs."""
+
+    def __init__(self, replicator: Replicator) -> None:
+        super().__init__(name=f"compact-{replicator.db_name}", daemon=True)
+        self.replicator = replicator
+        self.result: CompactResult | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.replicator.compact()
+        except Exception as exc:  # logged; the next run tries again
+            self.error = str(exc) or type(exc).__name__
+            log.warning("db=%s event=compaction_failed error=%r", self.replicator.db_name,
+                        self.error)
+
+
 class Follower:
     def __init__(self, replicator: Replicator, options: FollowOptions | None = None) -> None:
         self.replicator = replicator
@@ -174,6 +194,9 @@ class Follower:
         self._noted_page_size = False
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
+        self._compaction: CompactionJob | None = None
+        self._compacted_at = 0.0  # monotonic time of the last compaction started
+        self._shipped_at: float | None = None  # unix time of a ship compaction has not sealed
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
         replicator.on_child_dropped = self._child_dropped
@@ -199,6 +222,8 @@ class Follower:
             self._stop.set()
             if self._job is not None:
                 self._job.join(STOP_SNAPSHOT_WAIT)
+            if self._compaction is not None:
+                self._compaction.join(STOP_SNAPSHOT_WAIT)
             self._lock.close()
             self.replicator.close()
 
@@ -240,8 +265,11 @@ class Follower:
         self._backoff = 0.0
         self._warned = False
         self._reap_job()
+        if result.uploaded_anything:
+            self._shipped_at = time.time()
         if final:
             return result.caught_up
+        self._compact()
         try:
             if result.caught_up and result.wal_frames >= self.options.checkpoint_pages:
                 self._checkpoint(result.wal_frames)
@@ -251,6 +279,25 @@ class Follower:
             log.warning("db=%s event=checkpoint_failed error=%r", status.db_name, str(exc))
         self._retain()
         return True
+
+    def _compact(self) -> None:
+        """Start a compaction once a level-1 window has passed, if anything was shipped."""
+        job = self._compaction
+        if job is not None and not job.is_alive():
+            self._compaction = None
+            if job.result is not None:
+                self.status.packs_written += len(job.result.packs)
+        r = self.replicator
+        levels = r.options.compaction_levels
+        if (self._compaction is not None or not levels or self._shipped_at is None
+                or time.monotonic() - self._compacted_at < levels[0] or not r.compaction_due()):
+            return
+        self._compacted_at = time.monotonic()
+        top = levels[-1]
+        if time.time() >= (self._shipped_at // top + 1) * top:
+            self._shipped_at = None  # every window of every level holding it is sealed now
+        self._compaction = CompactionJob(r)
+        self._compaction.start()
 
     def _retain(self) -> None:
         """Remove the generations that no point of the retention window needs (the one that

@@ -98,6 +98,8 @@ class DaemonCollector(Collector):
                 "bottomless_generations_started", "Generations started", labels=db),
             "checkpoints": CounterMetricFamily(
                 "bottomless_checkpoints", "Checkpoints run by the daemon", labels=db),
+            "packs": CounterMetricFamily(
+                "bottomless_page_packs_written", "Page packs written by compaction", labels=db),
             "removed": CounterMetricFamily(
                 "bottomless_generations_removed", "Generations removed by retention",
                 labels=db),
@@ -124,6 +126,7 @@ class DaemonCollector(Collector):
             fams["snapshots"].add_metric(name, s.snapshots)
             fams["generations"].add_metric(name, s.generations_started)
             fams["checkpoints"].add_metric(name, s.checkpoints)
+            fams["packs"].add_metric(name, s.packs_written)
             fams["removed"].add_metric(name, s.generations_removed)
             for kind, count in sorted(s.errors.items()):
                 fams["errors"].add_metric([s.db_name, kind], count)

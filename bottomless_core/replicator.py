@@ -15,9 +15,11 @@ the snapshot, and ``.meta`` last; a snapshot-less one writes ``.changecounter``,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,9 +38,10 @@ from .catalog import (
     walk_chain,
 )
 from .codec import Codec
+from .compactor import LEVELS, Compactor, CompactResult, compact_chain
 from .database import ReadLock, WriteGate, resolve_db_path, wal_path
 from .dbheader import DbHeader
-from .errors import LocalDatabaseError, NotFoundError, StorageError
+from .errors import BottomlessError, LocalDatabaseError, NotFoundError, StorageError
 from .layout import BatchKey, Meta
 from .lease import Lease, writer_identity
 from .progress import NoProgress, Progress
@@ -65,6 +68,8 @@ class ReplicateOptions:
     max_capture_bytes: int = CAPTURE_MAX_BYTES
     upload_threads: int = UPLOAD_THREADS
     clock: Callable[[], float] = time.time  # stamps generation ids and batch names
+    compaction_levels: tuple[int, ...] = LEVELS  # () for no compaction (compactor.py)
+    drop_compacted_batches: bool = False
 
 
 @dataclass
@@ -81,6 +86,8 @@ class ReplicateResult:
     wal_frames: int = 0  # committed frames in the local WAL
     page_size: int = 0  # of the local database
     caught_up: bool = True  # everything committed when the sync began is in the bucket
+    compaction: CompactResult | None = None  # what replicate --once compacted after it
+    compaction_error: str | None = None  # ...or why it could not (the next run tries again)
 
     @property
     def uploaded_anything(self) -> bool:
@@ -160,6 +167,13 @@ class Replicator:
         self.db_name = db_name or default_db_name(Path(db_path))
         self.writer = Writer(storage, self.db_name)
         self.options = options or ReplicateOptions()
+        levels = self.options.compaction_levels
+        self.compactor = Compactor(
+            self.writer, levels, keep_batches=not self.options.drop_compacted_batches,
+            local=self.writer.shipped_frames, clock=self.options.clock,
+            workdir=self.db_path) if levels else None
+        self._replaced: list[Generation] = []  # generations this one ended: compact them whole
+        self._compaction_guard = threading.Lock()
         self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
         self.newest: Generation | None = None
         self.chain = ChainState()
@@ -405,6 +419,9 @@ class Replicator:
         now, then those frames (so that the generation's WAL chain starts at frame 1), then
         ``.meta``."""
         parent = self.newest if decision.dep else None
+        if self.newest is not None:
+            with self._compaction_guard:
+                self._replaced.append(self.newest)
         self._drop_child()
         index = lock.wal_index()
         capture = capture_wal(wal_path(self.db_path), None, index)
@@ -620,6 +637,24 @@ class Replicator:
         if self.on_child_dropped is not None:
             self.on_child_dropped(c.generation)
 
+    # --- compaction ---------------------------------------------------------------------------
+
+    def compaction_due(self) -> bool:
+        return self.compactor is not None and self.newest is not None
+
+    def compact(self) -> CompactResult:
+        """Merge what is sealed of the newest generation's batches (and of the generations it
+        restores through, and of those it replaced) into page packs. Works on copies, so the
+        daemon may run it beside its syncs."""
+        newest = self.newest
+        if self.compactor is None or newest is None:
+            return CompactResult()
+        copy = dataclasses.replace(newest, batches=list(newest.batches),
+                                   packs=list(newest.packs))
+        with self._compaction_guard:
+            replaced, self._replaced = self._replaced, []
+        return compact_chain(self.compactor, copy, replaced)
+
     def snapshot_uploaded(self, generation: uuid.UUID, when: float) -> None:
         """A snapshot of ``generation`` landed (taken off the hot path): the chain restarts
         there."""
@@ -656,7 +691,13 @@ def replicate_once(db_path: Path, storage: ObjectStore, db_name: str | None = No
         remove_stale(db_path)
         storage.check_bucket()  # a bad bucket fails before SQLite opens the database
         lock.acquire()
-        return replicator.sync(lock, progress)
+        result = replicator.sync(lock, progress)
+        try:
+            result.compaction = replicator.compact()
+        except BottomlessError as exc:  # what was shipped is safe: compaction is for speed
+            result.compaction_error = str(exc)
+            log.warning("db=%s event=compaction_failed error=%r", replicator.db_name, str(exc))
+        return result
     finally:
         replicator.close()
         lock.close()

@@ -25,7 +25,6 @@ import os
 import stat
 import tempfile
 import uuid
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,17 +56,15 @@ from .errors import (
     NotFoundError,
     RestoreRefusedError,
 )
-from .layout import BatchKey
+from .fetch import prefetch, ranged_if_plain
+from .layout import BatchKey, PackKey
+from .pack import PackError, iter_pages, read_index
 from .progress import NoProgress, Progress
 from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard, forget, owned_temp_path, remove_stale
 from .wal import FRAME_HEADER_SIZE, Checksum
 
 READ_AHEAD = 8  # generations of a chain described side by side
-PREFETCH = 8  # batch downloads in flight during restore (Litestream restores with 8 too)
-# Memory: restoring a 200 MB burst of 16 MiB batches peaked at 137 MiB with 24 MiB / 4 MiB /
-# 32 MiB here and at 100 MiB with these (python -m bench.bench_burst; docs/benchmarks.md).
-PREFETCH_BYTES = 16 << 20  # ...and at most this many compressed bytes of them in memory
 DECODE_BLOCK = 1 << 20  # raw bytes of a batch decompressed, verified and applied at a time
 PENDING_MEMORY = 8 << 20  # an unfinished transaction's frames stay in memory up to this
 
@@ -80,6 +77,7 @@ class RestoreResult:
     pages: int = 0
     frames_applied: int = 0
     batches_applied: int = 0
+    packs_applied: int = 0
     change_counter: int = 0
     integrity: str = ""
     path: Path | None = None
@@ -87,11 +85,13 @@ class RestoreResult:
     damaged: str | None = None  # why the restore had to stop early (a missing batch)
     overlaps: list[str] = field(default_factory=list)  # batches repeating earlier frames
     overlap_note: str | None = None  # what a user should know about them
+    pack_problems: list[str] = field(default_factory=list)  # verify: packs vs batches
 
     @property
     def warnings(self) -> list[str]:
         """The notes that say the backup is damaged (``verify`` fails on them)."""
-        return [n for n in (self.damaged, self.overlap_note) if n is not None]
+        return [n for n in (self.damaged, self.overlap_note, *self.pack_problems)
+                if n is not None]
 
 
 @dataclass
@@ -253,8 +253,13 @@ def restore(storage: ObjectStore, db_name: str, target: Path, *,
         raise LocalDatabaseError(f"{target.parent}: cannot write there "
                                  f"({exc.strerror})") from None
     try:
-        return _restore_into(storage, plan, tmp, fd, target, utc_time, result, force,
+        done = _restore_into(storage, plan, tmp, fd, target, utc_time, result, force,
                              verify_only, progress)
+        if verify_only:  # and every page pack against the batches it replaces
+            from .compactor import check_packs
+
+            done.pack_problems = check_packs(storage, plan.chain, progress)
+        return done
     except OSError as exc:  # local disk: full, read-only, vanished directory...
         raise LocalDatabaseError(f"{target}: restore failed writing locally "
                                  f"({exc.strerror or exc})") from None
@@ -358,7 +363,9 @@ def _download_snapshot(storage: ObjectStore, g: Generation, out: IO[bytes],
             return data
 
     try:
-        with storage.open_object(key) as body:
+        ranged = ranged_if_plain(storage, key, g.snapshot.size)
+        with (contextlib.closing(ranged) if ranged is not None
+              else storage.open_object(key)) as body:
             for data in iter_decompressed_stream(Counted(body), g.snapshot_codec,
                                                  DECODE_BLOCK):
                 h.update(data)
@@ -378,7 +385,7 @@ class _Span:
     """What to apply of one generation of the chain."""
 
     g: Generation
-    batches: list[tuple[BatchKey, ObjectInfo]]
+    batches: list[tuple[BatchKey | PackKey, ObjectInfo]]  # in order; packs replace batches
     upto: int | None  # the last frame to apply (the child's starting point), if known
     expect: Checksum | None  # the chain value there, as the child recorded it
     cut: bool  # batches after the time bound exist (the generation is cut short)
@@ -398,21 +405,31 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
         child = chain[i + 1] if i + 1 < len(chain) else None
         upto = child.parent_frames if child is not None else None
         expect = child.parent_checksum if child is not None else None
-        batches: list[tuple[BatchKey, ObjectInfo]] = []
+        batches: list[tuple[BatchKey | PackKey, ObjectInfo]] = []
         cut = False
         if g.complete:
             reached = 0
-            for key, obj in g.batches:
+            from_packs = 0  # frames up to here come from packs: their batches are not needed
+            for key, obj in _with_packs(g, upto, cutoff):
+                if isinstance(key, PackKey):
+                    batches.append((key, obj))
+                    reached = from_packs = key.last
+                    continue
+                if key.last <= from_packs:
+                    continue  # every frame of it is in a pack applied already
                 if upto is not None and key.first > upto:
                     break
                 if key.last <= reached and cutoff is not None and key.timestamp > cutoff:
                     continue  # a later copy of frames already applied: nothing new in it
                 if cutoff is not None and key.timestamp > cutoff:
                     cut = True
-                    if key.first > reached + 1:  # a batch before it is gone: say so
+                    if key.first > reached + 1 and not _compacted(g, reached + 1):
                         gap = (f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
                                f"{key.first - 1}; next is {obj.key}): restored up to the last "
                                f"commit before frame {reached + 1}")
+                    break
+                if key.first > reached + 1 and cutoff is not None and _compacted(g, reached + 1):
+                    cut = True  # removed batches (drop_compacted_batches) a pack too new holds
                     break
                 if key.first > reached + 1:
                     missing = (f"generation {g.id}: WAL batch missing (frames {reached + 1}.."
@@ -424,7 +441,7 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
                     gap = f"{missing}: restored up to the last commit before frame {reached + 1}"
                     cut = True
                     break
-                if key.first <= reached:
+                if key.first <= reached and key.first > from_packs:
                     overlaps.append(f"{obj.key} repeats frames {key.first}.."
                                     f"{min(key.last, reached)} of generation {g.id}")
                 if key.last <= reached:
@@ -443,6 +460,65 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
         if cut:
             break  # later generations start after frames we may not apply
     return spans, gap, overlaps
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What a restore of a generation's newest state downloads."""
+
+    objects: int
+    bytes: int
+    packs: int
+    batches: int
+
+
+def fetch_plan(chain: list[Generation]) -> FetchPlan | None:
+    """The objects a restore of the last generation of ``chain`` (oldest first, as
+    plan_restore gives it) fetches; None when it cannot be restored."""
+    if not chain or chain[0].snapshot is None:
+        return None
+    try:
+        spans, _, _ = _spans(chain, None, False)
+    except CorruptBackupError:
+        return None
+    items = [(k, o) for span in spans for k, o in span.batches]
+    packs = sum(isinstance(k, PackKey) for k, _ in items)
+    size = chain[0].snapshot.size + sum(o.size for _, o in items)
+    return FetchPlan(1 + len(items), size, packs, len(items) - packs)
+
+
+def _compacted(g: Generation, frame: int) -> bool:
+    """Does a pack start at ``frame`` (its batches may have been removed on purpose)?"""
+    return any(key.first == frame for key, _ in g.packs)
+
+
+def _with_packs(g: Generation, upto: int | None, cutoff: float | None,
+                ) -> Iterator[tuple[BatchKey | PackKey, ObjectInfo]]:
+    """``g``'s batches in frame order, with the largest usable pack taking the place of the
+    batches it covers wherever one starts where the walk has got to (a pack starts right
+    after a commit; it is usable when it ends by ``upto`` and was stamped by ``cutoff``).
+    The caller skips the batches a taken pack covers, and applies the rest of a batch that
+    straddles its end."""
+    starts: dict[int, list[tuple[PackKey, ObjectInfo]]] = {}
+    for key, obj in g.packs:
+        if (upto is None or key.last <= upto) and (cutoff is None or key.timestamp <= cutoff):
+            starts.setdefault(key.first, []).append((key, obj))
+    reached = 0
+
+    def take() -> tuple[PackKey, ObjectInfo] | None:
+        options = starts.get(reached + 1)
+        return max(options, key=lambda p: p[0].last) if options else None
+
+    for key, obj in g.batches:
+        while (found := take()) is not None:
+            yield found
+            reached = found[0].last
+        yield key, obj
+        if key.first <= reached + 1:
+            reached = max(reached, key.last)
+    while (found := take()) is not None:  # packs past the batches (batches removed)
+        yield found
+        reached = found[0].last
 
 
 def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
@@ -473,7 +549,7 @@ def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
     verifier: _Verifier | None = None
     # closed here when a batch fails, not by the garbage collector in one of its own threads
     # (whose pool shutdown then cannot join itself and prints a traceback)
-    with contextlib.closing(_prefetch(storage, [obj for _, _, obj in everything])) as bodies:
+    with contextlib.closing(prefetch(storage, [obj for _, _, obj in everything])) as bodies:
         for (span, key, obj), body in zip(everything, bodies, strict=True):
             if span is not current:
                 if current is not None and verifier is not None:
@@ -483,8 +559,12 @@ def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
                 verifier = _Verifier(span.g, span.g.meta.page_size, span.g.meta.checksum)
                 applier.page_size = span.g.meta.page_size
             assert verifier is not None
-            verifier.batch(key, obj, body, span.upto, applier)
-            result.batches_applied += 1
+            if isinstance(key, PackKey):
+                verifier.pack(key, obj, body, applier)
+                result.packs_applied += 1
+            else:
+                verifier.batch(key, obj, body, span.upto, applier)
+                result.batches_applied += 1
             progress.advance("replay frames", key.last - key.first + 1)
     if current is not None and verifier is not None:
         verifier.finish(current, applier)
@@ -520,6 +600,17 @@ class _Applier:
         self.db_pages = int(heads[end - 1, 1])
         if end < len(heads):
             self.pending.write(data[end * frame_size:])
+
+    def pages(self, pages: Iterator[tuple[int, memoryview]], db_pages: int, frames: int,
+              ) -> None:
+        """The pages of a pack: whole transactions, so nothing may be pending."""
+        if self.pending.tell():
+            raise CorruptBackupError("a page pack starts inside a transaction")
+        ps = self.page_size
+        for pgno, page in pages:
+            os.pwrite(self.fd, page, (pgno - 1) * ps)
+        self.db_pages = db_pages
+        self.frames_written += frames
 
     def _flush_pending(self) -> None:
         frame_size = FRAME_HEADER_SIZE + self.page_size
@@ -571,6 +662,30 @@ class _Verifier:
         self.salts: tuple[int, int] | None = None
         self.applied = 0  # frames of this generation verified so far
         self.sums = array.array("Q")  # their stored checksums, for repeated batches
+        self.from_packs = 0  # frames up to here came from packs (no stored checksum each)
+
+    def pack(self, key: PackKey, obj: ObjectInfo, body: bytes, applier: _Applier) -> None:
+        """Apply a pack that continues the chain where it is: its frames' pages, and the
+        chain value and database size after them."""
+        try:
+            index = read_index(body)
+            info = index.info
+            if (info.first_frame, info.last_frame) != (key.first, key.last):
+                raise PackError(f"holds frames {info.first_frame}..{info.last_frame}, its "
+                                "name says otherwise")
+            if info.page_size != self.page_size:
+                raise PackError(f"has {info.page_size}-byte pages, the generation "
+                                f"{self.page_size}")
+            if key.first != self.applied + 1:
+                raise PackError(f"starts at frame {key.first}, the restore is at frame "
+                                f"{self.applied}")
+            applier.pages(iter_pages(body, index), info.db_pages,
+                          key.last - key.first + 1)
+        except PackError as exc:
+            raise CorruptBackupError(f"{obj.key}: {exc}") from None
+        self.chain = info.checksum
+        self.sums.extend([0] * (key.last - self.applied))  # placeholders, never compared
+        self.applied = self.from_packs = key.last
 
     def batch(self, key: BatchKey, obj: ObjectInfo, body: bytes, upto: int | None,
               applier: _Applier) -> None:
@@ -602,7 +717,12 @@ class _Verifier:
 
     def _frames(self, obj: ObjectInfo, first: int, data: memoryview, upto: int | None,
                 applier: _Applier) -> None:
+        skip = max(0, min(len(data) // self.frame_size, self.from_packs + 1 - first))
+        if skip:  # frames a pack applied already: not compared, not applied again
+            data, first = data[skip * self.frame_size:], first + skip
         n = len(data) // self.frame_size
+        if not n:
+            return
         heads = np.frombuffer(data, dtype=">u4").reshape(n, self.frame_size // 4)[:, :6]
         stored = (heads[:, 4].astype(np.uint64) << np.uint64(32)) | heads[:, 5]
         repeat = max(0, min(n, self.applied + 1 - first))
@@ -655,37 +775,6 @@ class _Verifier:
                 f"generation {self.g.id}: its frames up to {span.upto} do not match what "
                 f"the next generation was built on (checksum {self.chain[0]:08x}-"
                 f"{self.chain[1]:08x}, expected {span.expect[0]:08x}-{span.expect[1]:08x})")
-
-
-def _prefetch(storage: ObjectStore, objects: list[ObjectInfo]) -> Iterator[bytes]:
-    """The objects' bodies in order, with up to PREFETCH downloads (and PREFETCH_BYTES of
-    them) in flight: a daemon's generation can hold thousands of small batches."""
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="restore-get") as pool:
-        window: deque[tuple[int, Future[bytes]]] = deque()
-        in_flight = 0
-        todo = iter(objects)
-        nxt = next(todo, None)
-        try:
-            while nxt is not None or window:
-                while nxt is not None and (not window or (
-                        len(window) < PREFETCH and in_flight + nxt.size <= PREFETCH_BYTES)):
-                    window.append((nxt.size, pool.submit(_get, storage, nxt.key)))
-                    in_flight += nxt.size
-                    nxt = next(todo, None)
-                size, fut = window.popleft()
-                body = fut.result()
-                in_flight -= size
-                yield body
-        finally:
-            for _, f in window:
-                f.cancel()
-
-
-def _get(storage: ObjectStore, key: str) -> bytes:
-    try:
-        return storage.get(key)
-    except NotFoundError:
-        raise CorruptBackupError(f"{key}: disappeared during the restore") from None
 
 
 def _fsync_dir(path: Path) -> None:

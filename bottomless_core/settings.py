@@ -11,11 +11,13 @@ from these fields; the defaults themselves are the named constants beside the co
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import Codec
+from .compactor import LEVELS
 from .errors import ConfigError
 from .follower import (
     CHECKPOINT_PAGES,
@@ -84,6 +86,23 @@ def _duration(value: Any) -> float:
     return _number(float, 0, low_open=True)(value)
 
 
+def _levels(value: Any) -> tuple[int, ...]:
+    """Windows such as "30s,5m,1h" (or a list of seconds); "off" or "" for no compaction."""
+    if isinstance(value, tuple | list) and all(isinstance(v, int) for v in value):
+        levels = tuple(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "off", "none", "0"):
+            return ()
+        levels = tuple(int(_duration(part.strip())) for part in text.split(","))
+    else:
+        raise ValueError(f"{value!r}: give windows such as \"30s,5m,1h\", or \"off\"")
+    if any(w < 1 for w in levels) or any(b % a or b <= a for a, b in itertools.pairwise(levels)):
+        raise ValueError(f"{value!r}: each window must be a multiple of the one before it "
+                         "(e.g. 30s,5m,1h)")
+    return levels
+
+
 def _codec(value: Any) -> Codec:
     if isinstance(value, Codec):
         return value
@@ -144,13 +163,23 @@ class Settings:
     metrics_addr: str | None = _setting(
         None, "Serve Prometheus metrics at http://HOST:PORT/metrics.", _address,
         daemon_only=True, process=True, metavar="HOST:PORT")
+    compaction_levels: tuple[int, ...] = _setting(
+        LEVELS, "Merge the batches of each window into page packs, level by level (each "
+        "window a multiple of the one below; \"off\" for none), so that a restore fetches a "
+        "few packs instead of every batch.", _levels, shown="30s,5m,1h", metavar="WINDOWS")
+    drop_compacted_batches: bool = _setting(
+        False, "Remove the batches a level-1 pack holds (fewer objects; libSQL's restore "
+        "then stops at the first of them, and a point-in-time restore inside a window goes "
+        "back to the window's start).", _flag, flag=True)
     restore_if_missing: bool = _setting(
         False, "First restore the newest generation when the database file is missing or "
         "empty (a container's start-up); with no backup either, start with an empty "
         "database.", _flag, envvar="LIBSQL_BOTTOMLESS_RESTORE_IF_MISSING", flag=True)
 
     def replicate_options(self) -> ReplicateOptions:
-        return ReplicateOptions(codec=self.compression, max_batch_frames=self.max_batch_frames)
+        return ReplicateOptions(codec=self.compression, max_batch_frames=self.max_batch_frames,
+                                compaction_levels=self.compaction_levels,
+                                drop_compacted_batches=self.drop_compacted_batches)
 
     def follow_options(self) -> FollowOptions:
         return FollowOptions(interval=self.interval, checkpoint_pages=self.checkpoint_pages,

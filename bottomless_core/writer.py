@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO
 
 from . import layout
 from .capture import WalCapture
@@ -36,14 +37,15 @@ from .catalog import (
     Generation,
     snapshot_metadata,
 )
-from .codec import Codec, compress
+from .codec import Codec, compress, decompress
 from .errors import ConfigError, NotFoundError
-from .layout import BatchKey, Meta
+from .layout import BatchKey, Meta, PackKey
 from .progress import NoProgress, Progress
 from .snapshot import SnapshotFile
 from .store.base import ObjectInfo, ObjectStore
 
 VERDICTS_KEPT = 4096  # generations whose "holds age objects" verdict a writer remembers
+RECENT_BYTES = 16 << 20  # compressed batches a writer keeps for compaction (see Writer)
 NEED_RECIPIENT = ("give --age-recipient (or LIBSQL_BOTTOMLESS_AGE_RECIPIENT, config key "
                   "age_recipient) with the public key it is encrypted to")
 
@@ -112,6 +114,25 @@ class Writer:
         self.store = store
         self.db_name = db_name
         self.sealed = SealedGenerations()
+        # the compressed bodies of the batches shipped last, newest last: compaction reads
+        # them here instead of downloading them again (bounded by RECENT_BYTES)
+        self.recent: OrderedDict[BatchKey, tuple[Codec, bytes]] = OrderedDict()
+        self._recent_bytes = 0
+        self._recent_guard = threading.Lock()
+
+    def shipped_frames(self, key: BatchKey) -> bytes | None:
+        """The raw frames of a batch this writer shipped recently, if it still has them."""
+        with self._recent_guard:
+            got = self.recent.get(key)
+        return decompress(got[1], got[0]) if got is not None else None
+
+    def _remember_shipped(self, key: BatchKey, codec: Codec, body: bytes) -> None:
+        with self._recent_guard:
+            self.recent[key] = (codec, body)
+            self._recent_bytes += len(body)
+            while self._recent_bytes > RECENT_BYTES and self.recent:
+                _, (_, old) = self.recent.popitem(last=False)
+                self._recent_bytes -= len(old)
 
     def upload_snapshot(self, gen: uuid.UUID, image: SnapshotFile,
                         progress: Progress | None = None, rebuilt: bool = False) -> ObjectInfo:
@@ -161,13 +182,14 @@ class Writer:
         ``per_batch`` frames, ``threads`` side by side; each is recorded in ``g`` and handed
         to ``on_landed`` as it lands, in frame order."""
         frame_size = capture.frame_size
-        keys = batches_to_ship(g.batches, capture.skipped + 1, capture.frame_count, per_batch,
+        keys = batches_to_ship(g.covered(), capture.skipped + 1, capture.frame_count, per_batch,
                                stamp, codec)
 
         def upload(key: BatchKey, data: bytes) -> ObjectInfo:
             body = compress(data, codec)
             obj_key = g.key(key.name)
             self.store.put(obj_key, body)
+            self._remember_shipped(key, codec, body)
             return ObjectInfo(obj_key, len(body))
 
         window: deque[tuple[BatchKey, Future[ObjectInfo]]] = deque()
@@ -192,6 +214,23 @@ class Writer:
         if keys and not self.store.encrypts:
             self.sealed.wrote_plain(g.id)
 
+    def upload_pack(self, g: Generation, key: PackKey, body: IO[bytes], size: int,
+                    ) -> ObjectInfo:
+        """A page pack of ``g`` (compaction), encrypted as ``g``'s own data objects are: a
+        plaintext generation (one from before encryption was switched on) stays readable
+        without a key, an encrypted one is not given a plaintext pack. If ``g`` was removed
+        meanwhile (rm), the pack is taken back and NotFoundError raised."""
+        name = g.key(key.name)
+        if self.sealed.sealed(self.store, g):
+            refuse_plaintext_from_sealed(self.store, name)
+            self.store.upload(name, body)
+        else:
+            self.store.stored.upload(name, body)
+        if not self.store.exists(g.key(layout.META)):
+            self.store.delete_many([name, layout.generation_prefix(self.db_name, g.id)])
+            raise NotFoundError(f"generation {g.id} was removed during compaction")
+        return ObjectInfo(name, size)
+
     def abandon(self, g: Generation) -> None:
         """Take back what was written of a generation whose creation failed (best effort: a
         removal that fails too leaves an incomplete generation, which readers pass over)."""
@@ -206,18 +245,19 @@ class Writer:
         return self.store.delete_many(keys)
 
 
-def batches_to_ship(stored: list[tuple[BatchKey, ObjectInfo]], first: int, last: int,
+def batches_to_ship(stored: list[tuple[int, int, int]], first: int, last: int,
                     per_batch: int, stamp: int, codec: Codec) -> list[BatchKey]:
-    """The batches that give frames ``first..last`` to a generation holding ``stored``: only
-    frames no stored batch has, so that no two batches ever overlap (libSQL's restore stops,
-    silently, at a batch that does not start right after the last frame it applied).
+    """The batches that give frames ``first..last`` to a generation holding ``stored``
+    ((first, last, stamp) of its batches and packs): only frames it does not have, so that no
+    two batches ever overlap (libSQL's restore stops, silently, at a batch that does not
+    start right after the last frame it applied).
 
     A hole left by a ship cut short is filled with frames committed before those of the
     batch after it, so the refill is stamped no later than that batch: stamps then still
     grow in listing order, and a restore at T that reaches the batch after the hole reaches
     the refill too.
     """
-    covered = sorted((k.first, k.last, k.timestamp) for k, _ in stored)
+    covered = sorted(stored)
     keys: list[BatchKey] = []
     frame = first
     i = 0

@@ -93,6 +93,7 @@ class Plan:
     max_batch_frames: int
     snapshot_max_chain: int
     snapshot_wal_fraction: float
+    compaction_levels: str  # the daemon compacts while it is killed, too (issue 17)
     writer_seconds: float
     kills: int  # SIGKILLs while the writer runs
     sigterms: int  # clean stops (and restarts) while the writer runs
@@ -114,6 +115,8 @@ class Plan:
             max_batch_frames=batch_bytes // page_size or 10_000,
             snapshot_max_chain=rng.choice((2, 4, 8, 32)),
             snapshot_wal_fraction=rng.choice((0.2, 0.5, 2.0)),
+            compaction_levels=rng.choice(("1s,2s,4s", "2s,6s", "3s,6s,12s", "30s,5m,1h",
+                                          "off")),
             writer_seconds=300.0 if LONG else 22.0,
             kills=24 if LONG else 3,
             sigterms=3 if LONG else 1,
@@ -407,7 +410,8 @@ class Run:
                 "--checkpoint-pages", str(p.checkpoint_pages),
                 "--max-batch-frames", str(p.max_batch_frames),
                 "--snapshot-max-chain", str(p.snapshot_max_chain),
-                "--snapshot-wal-fraction", str(p.snapshot_wal_fraction)]
+                "--snapshot-wal-fraction", str(p.snapshot_wal_fraction),
+                "--compaction-levels", p.compaction_levels]
 
     def start_daemon(self) -> Daemon:
         d = Daemon(self.daemon_argv(), self.env, self.tmp, len(self.daemons))

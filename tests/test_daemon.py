@@ -415,3 +415,26 @@ def test_metrics_endpoint(run: Cli, tmp_path: Path, daemons: list[Daemon]) -> No
     conn.close()
     d.signal()
     assert d.wait() == 0, d.text()
+
+
+def test_the_daemon_compacts_beside_its_syncs(run: Cli, tmp_path: Path, storage: S3Store,
+                                              daemons: list[Daemon]) -> None:
+    """Issue 17: with 1 s / 3 s windows the daemon merges what it ships into page packs in
+    the background (from its own copies of the batches), and a restore reads them."""
+    db, acked, d = _daemon_on_new_db(run, tmp_path, daemons,
+                                     ("--compaction-levels", "1s,3s"))
+    poll("daemon start", lambda: d.caught_up_after(0))
+    writer = _writer(db, acked, 5.0, "--autocheckpoint", "0")
+    assert writer.wait(DEADLINE) == 0
+    d.wait_caught_up(time.time())
+    poll("packs", lambda: d.status()[0]["packs_written"] >= 3)
+    d.signal()
+    assert d.wait() == 0, d.text()
+    assert "event=compacted" in d.text() and "event=compaction_failed" not in d.text()
+    gens = list(catalog.list_generations(storage, "app.db"))
+    packs = [k for g in gens for k, _ in catalog.describe_generation(storage, "app.db",
+                                                                       g).packs]
+    assert {k.level for k in packs} >= {1}, packs
+    out = run("--db-name", "app.db", "verify").stdout
+    assert "page packs" in out and "integrity ok" in out
+    assert _acked_ids(acked) <= _restored_ids(run, tmp_path)

@@ -64,7 +64,9 @@ def db(tmp_path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
 
 def once(path: Path, store: FileStore, at: float = 0.0, name: str = NAME,
          **options: int) -> ReplicateResult:
-    """replicate --once with the clock at T0 + ``at``."""
+    """replicate --once with the clock at T0 + ``at`` (without compaction unless asked: these
+    tests look at the batches; tests/test_compaction.py at the packs)."""
+    options.setdefault("compaction_levels", ())  # type: ignore[arg-type]
     opts = ReplicateOptions(clock=lambda: T0 + at, **options)  # type: ignore[arg-type]
     return replicate_once(path, store, name, opts)
 

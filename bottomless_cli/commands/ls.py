@@ -13,9 +13,11 @@ from bottomless_core.catalog import (
     chain_depth,
     describe_generation,
     list_generations,
+    restore_chain,
 )
 from bottomless_core.dates import parse_older_than
 from bottomless_core.errors import NotFoundError
+from bottomless_core.restore import fetch_plan
 from bottomless_core.store.base import ObjectStore
 
 from ..context import App, parse_generation_option, pass_app
@@ -62,11 +64,12 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
         cache = {d.id: d for d in details}
         depths = [chain_depth(storage, app.db_name, d, cache) for d in details]
         encryptions = [_encryption(storage, d) for d in details]
+        fetches = [fetch_plan(restore_chain(storage, app.db_name, d, cache)) for d in details]
         if as_json:
-            click.echo(json.dumps([generation_facts(d, n, e) for d, n, e in zip(
-                details, depths, encryptions, strict=True)], indent=2))
+            click.echo(json.dumps([generation_facts(d, n, e, f) for d, n, e, f in zip(
+                details, depths, encryptions, fetches, strict=True)], indent=2))
         else:
-            generations_table(app.console, details, depths, encryptions)
+            generations_table(app.console, details, depths, encryptions, fetches)
         return
     if as_json:
         click.echo(json.dumps([{"generation": str(g),

@@ -116,6 +116,14 @@ def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> Non
             failed.append(db.db_name)
             continue
         click.echo(_describe(db, result, len(databases) > 1))
+        done = result.compaction
+        who = f"{db.db_name}: " if len(databases) > 1 else ""
+        if done is not None and done.packs:
+            click.echo(f"{who}compacted {done.frames} frames into {len(done.packs)} page "
+                       f"packs ({done.bytes_written} bytes)")
+        if result.compaction_error:
+            click.echo(f"warning: {who}not compacted ({result.compaction_error}); what was "
+                       "shipped is safe, the next run compacts it", err=True)
         note = libsql_page_size_note(result.page_size) if result.page_size else None
         if note is not None:
             click.echo(f"note: {db.db_name}: {note}", err=True)

@@ -48,15 +48,20 @@ def refuse_damage(result: RestoreResult) -> None:
         raise CorruptBackupError(result.damaged.replace(": restored up to", ": a restore stops at"))
     if result.overlap_note:
         raise CorruptBackupError(result.overlap_note)
+    if result.pack_problems:
+        more = (f" (and {len(result.pack_problems) - 1} more)"
+                if len(result.pack_problems) > 1 else "")
+        raise CorruptBackupError(f"{result.pack_problems[0]}{more}")
 
 
 def describe(result: RestoreResult) -> str:
     chain = ""
     if len(result.chain) > 1:
         chain = f" (snapshot from {result.chain[0]}, {len(result.chain)} generations)"
+    packs = f" and {result.packs_applied} page packs" if result.packs_applied else ""
     return (f"generation {result.generation}{chain}: {result.pages} pages of "
             f"{result.page_size} bytes, {result.frames_applied} frames from "
-            f"{result.batches_applied} batches, change counter {result.change_counter}, "
+            f"{result.batches_applied} batches{packs}, change counter {result.change_counter}, "
             f"integrity {result.integrity}")
 
 

@@ -38,10 +38,12 @@ READ_AHEAD = 1 << 20  # bytes read from the source at a time
 
 
 def is_data_key(key: str) -> bool:
-    """Snapshots and WAL batches: the objects that are encrypted."""
+    """Snapshots, WAL batches and page packs: the objects that hold pages, encrypted."""
     name = key.rsplit("/", 1)[-1]
     return "/" in key and (layout.BatchKey.parse(name) is not None
-                           or layout.snapshot_codec(name) is not None)
+                           or layout.snapshot_codec(name) is not None
+                           or layout.PackKey.parse(name) is not None
+                           or name == layout.SNAPSHOT_PACK)
 
 
 def encrypt(data: bytes, recipients: Sequence[x25519.Recipient]) -> bytes:
