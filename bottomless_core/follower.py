@@ -30,6 +30,7 @@ from .compactor import CompactResult
 from .database import ReadLock, wal_path
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
+from .selfcheck import VerifyJob
 from .snapshot import write_snapshot
 from .tempfiles import discard
 from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE
@@ -83,6 +84,7 @@ class FollowOptions:
     snapshots: SnapshotPolicy = SnapshotPolicy()
     retention: float | None = None  # seconds of history every point of which stays restorable
     retention_every: float = RETENTION_EVERY
+    verify_every: float | None = None  # seconds between self-verifications (selfcheck.py)
 
 
 @dataclass
@@ -103,6 +105,9 @@ class FollowerStatus:
     wal_frames: int = 0
     checkpoints: int = 0
     packs_written: int = 0  # by compaction
+    verify_last_success: float | None = None  # unix time of the last self-check that matched
+    verify_failures: int = 0  # self-checks that found the backup different from the database
+    verify_last_error: str | None = None  # what the last failed (or skipped) one said
     generations_removed: int = 0  # by retention
     last_success: float | None = None  # unix time of the last sync that shipped everything
     behind_since: float | None = None  # unix time since which committed frames wait to ship
@@ -195,6 +200,9 @@ class Follower:
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
         self._compaction: CompactionJob | None = None
+        self._verify: VerifyJob | None = None
+        self._verify_due = (time.monotonic() + self.options.verify_every
+                            if self.options.verify_every else None)
         self._compacted_at = 0.0  # monotonic time of the last compaction started
         self._shipped_at: float | None = None  # unix time of a ship compaction has not sealed
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
@@ -224,6 +232,9 @@ class Follower:
                 self._job.join(STOP_SNAPSHOT_WAIT)
             if self._compaction is not None:
                 self._compaction.join(STOP_SNAPSHOT_WAIT)
+            if self._verify is not None:
+                self._verify.stop.set()
+                self._verify.join(STOP_SNAPSHOT_WAIT)
             self._lock.close()
             self.replicator.close()
 
@@ -270,6 +281,7 @@ class Follower:
         if final:
             return result.caught_up
         self._compact()
+        self._self_check(result.caught_up)
         try:
             if result.caught_up and result.wal_frames >= self.options.checkpoint_pages:
                 self._checkpoint(result.wal_frames)
@@ -298,6 +310,42 @@ class Follower:
             self._shipped_at = None  # every window of every level holding it is sealed now
         self._compaction = CompactionJob(r)
         self._compaction.start()
+
+    def _self_check(self, caught_up: bool) -> None:
+        """--verify-every: report a finished check, start the next when it is due."""
+        job, status = self._verify, self.status
+        if job is not None and not job.is_alive():
+            self._verify = None
+            out = job.outcome
+            if out is not None and out.ok:
+                status.verify_last_success, status.verify_last_error = time.time(), None
+                log.info("db=%s event=verify_ok generation=%s frame=%d", status.db_name,
+                         out.generation, out.frame)
+            elif out is not None and out.skipped:
+                status.verify_last_error = out.error
+                log.info("db=%s event=verify_skipped reason=%r", status.db_name, out.error)
+            elif out is not None:
+                status.verify_failures += 1
+                status.verify_last_error = out.error
+                log.error("db=%s event=verify_failed generation=%s frame=%d page=%s error=%r: "
+                          "starting a generation with a fresh snapshot", status.db_name,
+                          out.generation, out.frame, out.first_bad_page, out.error)
+                self.replicator.request_snapshot(f"self-verification failed: {out.error}")
+        every = self.options.verify_every
+        if (every is None or self._verify is not None or not caught_up
+                or self._verify_due is None or time.monotonic() < self._verify_due):
+            return
+        self._verify_due = time.monotonic() + every
+        r = self.replicator
+
+        def position() -> tuple[uuid.UUID, tuple[int, int] | None, int] | None:
+            g = r.newest
+            if g is None or g.meta is None:
+                return None
+            return g.id, g.meta.checksum, g.contiguous_frame
+
+        self._verify = VerifyJob(r.db_path, r.db_name, lambda: r.storage, position)
+        self._verify.start()
 
     def _retain(self) -> None:
         """Remove the generations that no point of the retention window needs (the one that

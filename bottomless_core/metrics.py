@@ -98,6 +98,14 @@ class DaemonCollector(Collector):
                 "bottomless_generations_started", "Generations started", labels=db),
             "checkpoints": CounterMetricFamily(
                 "bottomless_checkpoints", "Checkpoints run by the daemon", labels=db),
+            "verified": GaugeMetricFamily(
+                "bottomless_verify_last_success_timestamp_seconds",
+                "Unix time of the last self-verification (--verify-every) that matched",
+                labels=db),
+            "verify_failures": CounterMetricFamily(
+                "bottomless_verify_failures",
+                "Self-verifications that found the backup different from the database",
+                labels=db),
             "packs": CounterMetricFamily(
                 "bottomless_page_packs_written", "Page packs written by compaction", labels=db),
             "removed": CounterMetricFamily(
@@ -127,6 +135,9 @@ class DaemonCollector(Collector):
             fams["generations"].add_metric(name, s.generations_started)
             fams["checkpoints"].add_metric(name, s.checkpoints)
             fams["packs"].add_metric(name, s.packs_written)
+            if s.verify_last_success is not None:
+                fams["verified"].add_metric(name, s.verify_last_success)
+            fams["verify_failures"].add_metric(name, s.verify_failures)
             fams["removed"].add_metric(name, s.generations_removed)
             for kind, count in sorted(s.errors.items()):
                 fams["errors"].add_metric([s.db_name, kind], count)

@@ -184,6 +184,7 @@ class Replicator:
         # newest snapshot: lets a daemon skip re-hashing an idle database every poll.
         self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
         self._child: PendingChild | None = None  # what our last checkpoint proved
+        self._snapshot_wanted: str | None = None  # request_snapshot: why
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
         # the child a checkpoint promised will not be written (a snapshot job waiting for it
         # can stop)
@@ -319,6 +320,8 @@ class Replicator:
                              dep=False)
         if newest is None:
             return _Decision(Action.NEW, "no generation in the bucket yet", dep=False)
+        if self._snapshot_wanted is not None:
+            return _Decision(Action.NEW, self._snapshot_wanted)
         c = self._child
         if c is not None and c.proven:
             if not lock.held or lock.epoch != c.epoch:
@@ -462,6 +465,7 @@ class Replicator:
             self.writer.write_meta(g, meta)  # last: now it is complete
             self.chain = ChainState(0, 0, at)
             self.lease.previous_writer = None  # the newest generation is ours from now on
+            self._snapshot_wanted = None
         finally:
             capture.close()
         log.info("db=%s event=generation generation=%s reason=%r snapshot_bytes=%d frames=%d",
@@ -636,6 +640,11 @@ class Replicator:
             c.tail.close()
         if self.on_child_dropped is not None:
             self.on_child_dropped(c.generation)
+
+    def request_snapshot(self, reason: str) -> None:
+        """Start a generation with a fresh snapshot at the next sync (the bucket's copy was
+        found to differ from the database)."""
+        self._snapshot_wanted = reason
 
     # --- compaction ---------------------------------------------------------------------------
 

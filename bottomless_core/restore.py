@@ -99,6 +99,7 @@ class RestorePlan:
     chain: list[Generation]  # oldest (the one whose snapshot is used) first
     notes: list[str] = field(default_factory=list)
     base_only: bool = False  # stop where the chosen generation starts (its own frames unused)
+    upto_frame: int | None = None  # stop after this frame of the chosen generation
 
     @property
     def generation(self) -> Generation:
@@ -228,10 +229,13 @@ def _walk_chain(describer: _Describer, db_name: str, g: Generation,
 def restore(storage: ObjectStore, db_name: str, target: Path, *,
             generation: uuid.UUID | None = None, utc_time: datetime | None = None,
             force: bool = False, verify_only: bool = False, base_only: bool = False,
+            upto_frame: int | None = None,
             progress: Progress | None = None) -> RestoreResult:
     """Restore into ``target`` (atomically), or with ``verify_only`` into a temporary file
     that is checked and deleted. A failed restore leaves ``target`` untouched. ``base_only``
-    rebuilds the state the generation starts from (what its snapshot holds or would hold)."""
+    rebuilds the state the generation starts from (what its snapshot holds or would hold);
+    ``upto_frame`` the state after that frame of the generation (a commit frame: the daemon's
+    self-verification compares it with the local database pinned there)."""
     progress = progress or NoProgress()
     if utc_time is not None and utc_time.tzinfo is None:
         utc_time = utc_time.replace(tzinfo=UTC)
@@ -243,6 +247,7 @@ def restore(storage: ObjectStore, db_name: str, target: Path, *,
     storage.check_bucket()
     plan = plan_restore(storage, db_name, generation, utc_time)
     plan.base_only = base_only
+    plan.upto_frame = upto_frame
     result = RestoreResult(plan.generation.id, [g.id for g in plan.chain], notes=plan.notes)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -392,7 +397,7 @@ class _Span:
 
 
 def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
-           ) -> tuple[list[_Span], str | None, list[str]]:
+           upto_last: int | None = None) -> tuple[list[_Span], str | None, list[str]]:
     """What to apply of each generation; when a batch is missing where nothing later
     depends on what follows it, why the walk stops there; and the batches whose frames
     overlap an earlier batch's (applied once here, but where libSQL's restore stops)."""
@@ -403,7 +408,7 @@ def _spans(chain: list[Generation], cutoff: float | None, base_only: bool,
         if base_only and i == len(chain) - 1:
             break
         child = chain[i + 1] if i + 1 < len(chain) else None
-        upto = child.parent_frames if child is not None else None
+        upto = child.parent_frames if child is not None else upto_last
         expect = child.parent_checksum if child is not None else None
         batches: list[tuple[BatchKey | PackKey, ObjectInfo]] = []
         cut = False
@@ -527,7 +532,7 @@ def _replay(storage: ObjectStore, plan: RestorePlan, out: IO[bytes],
     verified, each page written once per group of committed frames."""
     cutoff = utc_time.timestamp() if utc_time is not None else None
     chain = plan.chain
-    spans, gap, overlaps = _spans(chain, cutoff, plan.base_only)
+    spans, gap, overlaps = _spans(chain, cutoff, plan.base_only, plan.upto_frame)
     result.overlaps = overlaps
     if overlaps:
         result.overlap_note = (f"{len(overlaps)} WAL batches overlap earlier ones (first: "

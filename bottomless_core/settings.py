@@ -160,6 +160,11 @@ class Settings:
         None, "Every hour, remove the generations that no point of this window needs (e.g. "
         "7d), so that restore --utc-time works for its whole length.", _duration,
         daemon_only=True, metavar="DURATION")
+    verify_every: float | None = _setting(
+        None, "Restore the newest state in the background this often (e.g. 24h) and compare "
+        "it page by page with the local database at the same frame; a mismatch is reported "
+        "and starts a generation with a fresh snapshot.", _duration, daemon_only=True,
+        metavar="DURATION")
     metrics_addr: str | None = _setting(
         None, "Serve Prometheus metrics at http://HOST:PORT/metrics.", _address,
         daemon_only=True, process=True, metavar="HOST:PORT")
@@ -187,7 +192,7 @@ class Settings:
                              snapshots=SnapshotPolicy(self.snapshot_wal_fraction,
                                                       self.snapshot_max_chain,
                                                       self.snapshot_interval),
-                             retention=self.retention)
+                             retention=self.retention, verify_every=self.verify_every)
 
     def given(self) -> dict[str, Any]:
         """The settings that differ from their defaults (what a run was told)."""
