@@ -21,7 +21,6 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import run_cli
 from bench.workload import build_database
 from bottomless_core import catalog
 from bottomless_core.create import create_generation
@@ -101,20 +101,12 @@ def restore_timed(server: SeaweedServer, bucket: str, name: str, latency: float,
                   *extra: str) -> Timed:
     proxy = Proxy(server.port, latency=latency)
     try:
-        env = {**os.environ, **server.env(), "LIBSQL_BOTTOMLESS_ENDPOINT": proxy.endpoint,
+        env = {**server.env(), "LIBSQL_BOTTOMLESS_ENDPOINT": proxy.endpoint,
                "LIBSQL_BOTTOMLESS_BUCKET": bucket}
         out.unlink(missing_ok=True)
-        code = ("import resource, sys, time; from bottomless_cli.main import cli\n"
-                "t = time.perf_counter()\n"
-                "try:\n    cli(prog_name='bottomless-cli', args=sys.argv[1:])\n"
-                "except SystemExit as e:\n    assert not e.code, e.code\n"
-                "print(time.perf_counter() - t, "
-                "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
         before = proxy.totals().gets
-        got = subprocess.run([sys.executable, "-c", code, "--db-name", name, "restore", "-o",
-                              str(out), *extra], env=env, check=True, capture_output=True,
-                             text=True).stdout.split()
-        return Timed(float(got[-2]), proxy.totals().gets - before, int(got[-1]))
+        seconds, rss = run_cli(env, "--db-name", name, "restore", "-o", str(out), *extra)
+        return Timed(seconds, proxy.totals().gets - before, rss)
     finally:
         proxy.close()
 
