@@ -118,3 +118,28 @@ def file_root(endpoint: str | None) -> Path | None:
         raise ConfigError(f"endpoint {endpoint!r} names no directory "
                           "(e.g. file:///var/backups/bottomless)")
     return Path(os.path.abspath(path))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_place(endpoint: str | None) -> str | None:
+    """The endpoint as two spellings of one place compare equal: scheme and host in lower
+    case, the default port spelled out, no trailing slash; a ``file:`` endpoint as its
+    directory's URI. None (AWS S3) stays None; what is no URL stays as it is."""
+    if endpoint is None:
+        return None
+    root = file_root(endpoint)
+    if root is not None:
+        return root.as_uri()
+    parts = urllib.parse.urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower()
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is no number: compared as written
+        return endpoint
+    if not scheme or host is None:
+        return endpoint
+    port = port or _DEFAULT_PORTS.get(scheme)
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}{f':{port}' if port else ''}{parts.path.rstrip('/')}"
