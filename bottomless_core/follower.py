@@ -26,7 +26,7 @@ from typing import Any
 
 from . import layout
 from .capture import empty_capture
-from .database import ReadLock, wal_path
+from .database import ReadLock, close_replaced, shm_path, wal_path
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
 from .snapshot import write_snapshot
@@ -174,6 +174,7 @@ class Follower:
         self._noted_page_size = False
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
+        self._old_file_open = False  # descriptors of a replaced database still to close
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
         replicator.on_child_dropped = self._child_dropped
@@ -207,6 +208,7 @@ class Follower:
         status = self.status
         started = self._poll_started = time.time()
         try:
+            self._let_go_of_replaced()
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
         except Exception as exc:
@@ -251,6 +253,23 @@ class Follower:
             log.warning("db=%s event=checkpoint_failed error=%r", status.db_name, str(exc))
         self._retain()
         return True
+
+    def _let_go_of_replaced(self) -> None:
+        """A database replaced under us (``mv new.db app.db``) or removed: close our read
+        transaction on the old file (SQLite, closing it last, copies its WAL into it and
+        removes that WAL), then the descriptors this process keeps of it, once a background
+        snapshot no longer pins it. The next acquire opens what is at the path now."""
+        r = self.replicator
+        if self._lock.replaced():
+            log.warning("db=%s event=database_replaced path=%s: the file was replaced or "
+                        "removed; letting go of the old one%s", r.db_name, r.db_path,
+                        " (its frames not shipped yet are not shipped)"
+                        if self.status.behind_since is not None else "")
+            self._lock.close()
+            self._old_file_open = True
+        if self._old_file_open and (self._job is None or not self._job.pinning):
+            close_replaced([r.db_path, shm_path(r.db_path)])
+            self._old_file_open = False
 
     def _retain(self) -> None:
         """Remove the generations that no point of the retention window needs (the one that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,48 @@ def test_the_daemon_notes_once_a_page_size_libsql_cannot_restore(
     conn.close()
     notes = [r for r in caplog.records if "event=libsql_page_size" in r.getMessage()]
     assert len(notes) == (page_size != 4096)
+
+
+def _open_files(directory: Path) -> list[str]:
+    """What this process's descriptors point to inside ``directory`` (Linux /proc)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(str(directory)):
+            out.append(target)
+    return sorted(out)
+
+
+def test_a_database_replaced_under_the_daemon_is_let_go(tmp_path: Path, storage: S3Store,
+                                                         run: Cli) -> None:
+    """Issue 16: after ``mv new.db app.db`` the daemon kept descriptors (and read locks) of
+    every replaced file for its whole life; now it closes them when it sees the new one, and
+    backs up the new one."""
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 100)
+    conn.close()
+    follower = Follower(Replicator(db, storage), FollowOptions(interval=0.05))
+    try:
+        assert follower.step() is True
+        opened = len(_open_files(tmp_path))
+        for i in range(1, 6):
+            new = tmp_path / "new.db"
+            conn = open_wal_db(new)
+            insert_rows(conn, 10 * i, start=1000 * i)
+            conn.close()
+            os.replace(new, db)
+            assert follower.step() is True
+            files = _open_files(tmp_path)
+            assert not [f for f in files if f.endswith("(deleted)")], files
+            assert len(files) <= opened, files
+        assert follower.status.generation is not None
+    finally:
+        follower._lock.close()
+        follower.replicator.close()
+    run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
+    assert dump(tmp_path / "r.db") == dump(db)
+    assert len(dump(db)["t"]) == 50
