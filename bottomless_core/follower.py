@@ -27,6 +27,7 @@ from typing import Any
 from . import layout
 from .capture import empty_capture
 from .database import ReadLock, close_replaced, shm_path, wal_path
+from .errors import BottomlessError, UnreachableError
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
 from .snapshot import write_snapshot
@@ -175,6 +176,11 @@ class Follower:
         self._stop = threading.Event()
         self._job: SnapshotJob | None = None
         self._old_file_open = False  # descriptors of a replaced database still to close
+        # What must succeed once before the first sync (the daemon's start check, when the
+        # endpoint did not answer at start): retried like a sync; a failure that retrying
+        # cannot fix gives up (``gave_up`` says why).
+        self.prepare: Callable[[], None] | None = None
+        self.gave_up: str | None = None
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
         replicator.on_child_dropped = self._child_dropped
@@ -185,7 +191,7 @@ class Follower:
         """Replicate until ``stop`` is set, then ship what is committed. True if the final
         ship succeeded (nothing committed is left behind)."""
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self.gave_up is None:
                 started = time.monotonic()
                 self.step()
                 # Polls keep a steady cadence: a slow sync (a large ship) does not add a
@@ -193,6 +199,8 @@ class Follower:
                 pause = self._backoff or max(0.0, started + self.options.interval
                                              - time.monotonic())
                 stop.wait(pause)
+            if self.gave_up is not None:
+                return False
             ok = self.step(final=True)
             self.status.state = "stopped" if ok else "failed"
             return ok
@@ -208,11 +216,20 @@ class Follower:
         status = self.status
         started = self._poll_started = time.time()
         try:
+            if self.prepare is not None:
+                try:
+                    self.prepare()
+                except BottomlessError as exc:
+                    if not isinstance(exc, UnreachableError):
+                        self.give_up(exc)
+                    raise
+                self.prepare = None
             self._let_go_of_replaced()
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
         except Exception as exc:
-            self._failed(exc, started, final)
+            if self.gave_up is None:
+                self._failed(exc, started, final)
             return False
         status.state = "running"
         status.generation = str(result.generation)
@@ -253,6 +270,18 @@ class Follower:
             log.warning("db=%s event=checkpoint_failed error=%r", status.db_name, str(exc))
         self._retain()
         return True
+
+    def give_up(self, exc: BaseException) -> None:
+        """Stop following this database for good: what failed cannot be fixed by retrying
+        (no bucket, refused credentials, no database file when the daemon started)."""
+        status = self.status
+        self.gave_up = status.last_error = str(exc) or type(exc).__name__
+        status.state = "failed"
+        kind = error_kind(exc)
+        status.errors[kind] = status.errors.get(kind, 0) + 1
+        if self.prepare is not None:
+            log.error("db=%s event=not_started error=%r: retrying cannot fix it; the other "
+                      "databases go on", status.db_name, self.gave_up)
 
     def _let_go_of_replaced(self) -> None:
         """A database replaced under us (``mv new.db app.db``) or removed: close our read
@@ -360,8 +389,6 @@ class Follower:
             status.behind_since = started
         self._backoff = min(self.options.max_backoff,
                             max(FIRST_BACKOFF, self._backoff * 2 or FIRST_BACKOFF))
-        from .errors import BottomlessError
-
         if isinstance(exc, BottomlessError):
             log.error("db=%s event=sync_failed failures=%d retry_in=%.0fs error=%r",
                       status.db_name, status.consecutive_failures, self._backoff, str(exc))

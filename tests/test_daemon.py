@@ -415,3 +415,75 @@ def test_metrics_endpoint(run: Cli, tmp_path: Path, daemons: list[Daemon]) -> No
     conn.close()
     d.signal()
     assert d.wait() == 0, d.text()
+
+
+def test_an_endpoint_down_at_start_is_retried(run: Cli, tmp_path: Path, s3: SeaweedServer,
+                                              daemons: list[Daemon]) -> None:
+    """Issue 16: the daemon exited at once ('cannot reach S3 endpoint') when the endpoint
+    was down as it started, so the container recipe ran the app with no backup. Now it
+    retries with backoff and says so in the log, the status and the metrics."""
+    import urllib.request
+
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 30)
+    port = _free_port()
+    proxy = Proxy(s3.port)
+    try:
+        proxy.down()
+        env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,
+                   LIBSQL_BOTTOMLESS_S3_MAX_RETRIES="0")
+        d = Daemon(["-d", str(db)], env, tmp_path, ("--metrics-addr", f"127.0.0.1:{port}"))
+        daemons.append(d)
+        poll("the outage in the status", lambda: any(
+            s["state"] == "retrying" and "cannot reach" in (s["last_error"] or "")
+            for s in d.status()))
+        assert d.proc.poll() is None, d.text()
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b'bottomless_replicating{database="app.db"} 0.0' in metrics
+        assert b'bottomless_errors_total{database="app.db",kind="storage"}' in metrics
+        assert "event=endpoint_unreachable" in d.text()
+        proxy.up()
+        back = time.time()
+        d.wait_caught_up(back)
+        insert_rows(conn, 20, start=100)
+        d.wait_caught_up(time.time())
+        d.signal()
+        assert d.wait() == 0, d.text()
+    finally:
+        proxy.close()
+    conn.close()
+    assert _restored_ids(run, tmp_path) == set(range(30)) | set(range(100, 120))
+
+
+def test_a_missing_bucket_stops_that_database_not_the_others(run: Cli, tmp_path: Path,
+                                                             storage: S3Store,
+                                                             daemons: list[Daemon]) -> None:
+    """Issue 16: with --config, one missing bucket stopped every database."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    _new_db(a)
+    _new_db(b)
+    config = tmp_path / "bottomless.toml"
+    config.write_text(f'bucket = "{storage.bucket}"\n[[databases]]\npath = "a.db"\n'
+                      '[[databases]]\npath = "b.db"\nbucket = "no-such-bucket-16"\n')
+    d = Daemon([], _env(run), tmp_path, ("--config", str(config)))
+    daemons.append(d)
+    conn = open_wal_db(a)
+    insert_rows(conn, 25)
+    conn.close()
+    written = time.time()
+
+    def state(name: str) -> dict:
+        return next((s for s in d.status() if s["db_name"] == name), {})
+
+    poll("a.db shipped while b.db is stopped", lambda: (state("a.db").get("last_success") or 0)
+         > written and state("b.db").get("state") == "failed")
+    assert state("a.db")["state"] == "running"
+    assert "does not exist" in state("b.db")["last_error"]
+    assert "event=not_started" in d.text()
+    d.signal()
+    assert d.wait() == 1
+    last = [line for line in d.text().splitlines() if line.strip()][-1]
+    assert last.startswith("error: 1 of 2 databases not replicated: b.db: bucket "
+                           "'no-such-bucket-16' does not exist"), d.text()
+    assert _restored_ids(run, tmp_path, "a.db") == set(range(25))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from bottomless_core.config import DatabaseConfig, database_config, load_config
-from bottomless_core.daemon import StoreFor, run_daemon, store_opener
+from bottomless_core.daemon import StoreOpener, run_daemon
 from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.layout import libsql_page_size_note
 from bottomless_core.replicator import ReplicateResult, replicate_once
@@ -79,35 +79,37 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
     else:
         databases = [database_config({**where, **given, "path": app.require_database(),
                                       "db_name": app.db_name})]
-    store_for = store_opener(create_bucket)
+    stores = StoreOpener(create_bucket)
     if once:
-        _start_up(app, databases, store_for, click.echo)
-        _once(app, databases, store_for)
+        _start_up(app, databases, stores, click.echo)
+        _once(app, databases, stores)
         return
     setup_daemon_logging(app.debug)
-    _start_up(app, databases, store_for,
+    _start_up(app, databases, stores,
               lambda line: log.info("event=restore_if_missing %s", line))
-    run_daemon(databases, store_for, status_file)
+    run_daemon(databases, stores, status_file)
 
 
-def _start_up(app: App, databases: list[DatabaseConfig], store_for: StoreFor,
+def _start_up(app: App, databases: list[DatabaseConfig], stores: StoreOpener,
               say: Callable[[str], object]) -> None:
     """--restore-if-missing: restore (or create) each missing or empty database first."""
     for db in databases:
         if db.settings.restore_if_missing:
+            stores.prepare(db)
             with progress_for(app.err, app.interactive) as progress:
-                line = restore_if_missing(db.path, store_for(db), db.db_name, progress)
+                line = restore_if_missing(db.path, stores(db), db.db_name, progress)
             if line is not None:
                 say(line)
 
 
-def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> None:
+def _once(app: App, databases: list[DatabaseConfig], stores: StoreOpener) -> None:
     """Each database in turn; one that fails does not keep the others from being backed up."""
     failed: list[str] = []
     for db in databases:
         try:
+            stores.prepare(db)
             with progress_for(app.err, app.interactive) as progress:
-                result = replicate_once(db.path, store_for(db), db.db_name,
+                result = replicate_once(db.path, stores(db), db.db_name,
                                         db.settings.replicate_options(), progress)
         except BottomlessError as exc:
             if len(databases) == 1:

@@ -21,6 +21,7 @@ from ..errors import (
     NotFoundError,
     PreconditionFailedError,
     StorageError,
+    UnreachableError,
 )
 from .base import ObjectInfo, ObjectStore, RequestCounter
 from .config import DEFAULT_REGION, StorageConfig
@@ -98,10 +99,10 @@ class S3Store(ObjectStore):
         except (botocore.exceptions.EndpointConnectionError,
                 botocore.exceptions.ConnectTimeoutError,
                 botocore.exceptions.ConnectionClosedError) as exc:
-            raise StorageError(f"cannot reach S3 endpoint {where}: "
-                               f"{type(exc).__name__}") from None
+            raise UnreachableError(f"cannot reach S3 endpoint {where}: "
+                                   f"{type(exc).__name__}") from None
         except botocore.exceptions.ReadTimeoutError:
-            raise StorageError(f"S3 endpoint {where} timed out during {what}") from None
+            raise UnreachableError(f"S3 endpoint {where} timed out during {what}") from None
         except botocore.exceptions.ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "")) or str(
@@ -117,7 +118,7 @@ class S3Store(ObjectStore):
                 raise PreconditionFailedError(f"{what}: the object changed meanwhile "
                                               f"({code})") from None
             if code in _UNAVAILABLE_CODES:
-                raise StorageError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
+                raise UnreachableError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
                                    f"{self.config.max_attempts} attempts") from None
             raise StorageError(f"S3 error during {what}: {code}") from None
         except botocore.exceptions.BotoCoreError as exc:
