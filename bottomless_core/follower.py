@@ -106,6 +106,10 @@ class FollowerStatus:
     last_success: float | None = None  # unix time of the last sync that shipped everything
     behind_since: float | None = None  # unix time since which committed frames wait to ship
     last_error: str | None = None
+    # since when our checkpoints keep failing (a long read transaction of the app's), and the
+    # warning given once the WAL grew past WARN_FACTOR x checkpoint_pages meanwhile
+    checkpoint_blocked_since: float | None = None
+    warning: str | None = None
     consecutive_failures: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # failed polls by kind
 
@@ -345,9 +349,9 @@ class Follower:
             if outcome.busy:
                 self._checkpoint_not_before = (time.monotonic()
                                                + CHECKPOINT_RETRY_POLLS * self.options.interval)
-                log.info("db=%s event=checkpoint_busy wal_frames=%d", self.status.db_name,
-                         wal_frames)
+                self._checkpoint_blocked(wal_frames)
             return
+        self._checkpoint_unblocked()
         self.status.checkpoints += 1
         if outcome.pinned is not None and outcome.child is not None:
             log.info("db=%s event=snapshot_started generation=%s reason=%r",
@@ -355,6 +359,34 @@ class Follower:
             self._job = SnapshotJob(r, outcome.pinned, outcome.child, self._stop)
             self._job.start()
         r.ship_tail()  # a failure is retried by the next sync, before anything else
+
+    def _checkpoint_blocked(self, wal_frames: int) -> None:
+        """Our checkpoint could not copy the WAL back (a reader of the app's holds an older
+        snapshot, or its writer never paused): said once at INFO; once the WAL has grown
+        past WARN_FACTOR x checkpoint_pages meanwhile, warned once, and kept in the status
+        until a checkpoint gets through."""
+        status = self.status
+        if status.checkpoint_blocked_since is None:
+            status.checkpoint_blocked_since = time.time()
+            log.info("db=%s event=checkpoint_busy wal_frames=%d", status.db_name, wal_frames)
+        else:
+            log.debug("db=%s event=checkpoint_busy wal_frames=%d", status.db_name, wal_frames)
+        if status.warning is None and wal_frames >= WARN_FACTOR * self.options.checkpoint_pages:
+            blocked = time.time() - status.checkpoint_blocked_since
+            status.warning = (f"checkpoints blocked for {blocked:.0f}s, WAL at {wal_frames} "
+                              "frames: a long read transaction of the application (or a "
+                              "writer that never pauses) keeps them from copying the WAL back")
+            log.warning("db=%s event=checkpoint_blocked wal_frames=%d blocked_seconds=%.0f: "
+                        "a long read transaction of the application (or a writer that never "
+                        "pauses) keeps the daemon's checkpoints from copying the WAL back, so "
+                        "the WAL grows until it ends", status.db_name, wal_frames, blocked)
+
+    def _checkpoint_unblocked(self) -> None:
+        status = self.status
+        if status.warning is not None:
+            log.info("db=%s event=checkpoint_unblocked after=%.0fs", status.db_name,
+                     time.time() - (status.checkpoint_blocked_since or time.time()))
+        status.checkpoint_blocked_since = status.warning = None
 
     def _behind(self) -> None:
         """A sync found committed frames to ship: the lag counts from this poll's start, so
