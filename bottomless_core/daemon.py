@@ -22,6 +22,7 @@ from .config import DatabaseConfig
 from .database import ReplicatorLock, read_db_header
 from .errors import BottomlessError, ConfigError, UnreachableError
 from .follower import Follower, FollowerStatus, run_followers
+from .lease import system_id
 from .metrics import RequestStats, serve
 from .replicator import Replicator
 from .store.age import with_age
@@ -162,10 +163,11 @@ class StatusFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.system = system_id()  # where the pid means something (``status`` checks it)
         self._errors_seen: set[str] = set()
 
     def write(self, followers: Iterable[Follower]) -> None:
-        data = {"updated": time.time(), "pid": os.getpid(),
+        data = {"updated": time.time(), "pid": os.getpid(), "system": self.system,
                 "databases": [f.status.as_dict() for f in followers]}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:

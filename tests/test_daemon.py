@@ -19,6 +19,7 @@ from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
 from tests.conftest import Cli
 from tests.helpers import dump, insert_rows, integrity, open_wal_db
+from tests.procs import one_error_line
 
 WRITER = Path(__file__).with_name("writer.py")
 DEADLINE = 60.0
@@ -295,8 +296,9 @@ def test_config_with_several_databases(run: Cli, tmp_path: Path, storage: S3Stor
             proc.kill()
     assert _acked_ids(tmp_path / "acked-a") <= _restored_ids(run, tmp_path, "a.db")
     assert _acked_ids(tmp_path / "acked-b") <= _restored_ids(run, tmp_path, "second")
-    out = run("status", "--status-file", str(tmp_path / "multi.json"))
-    assert "second" in out.stdout and "a.db" in out.stdout
+    out = run("status", "--status-file", str(tmp_path / "multi.json"), code=1)  # stopped
+    assert "second" in out.stdout and "a.db" in out.stdout and "stopped" in out.stdout
+    assert out.stderr.startswith("error: the daemon is not running")
 
 
 def test_checkpoints_start_generations_without_snapshots(run: Cli, tmp_path: Path,
@@ -487,3 +489,23 @@ def test_a_missing_bucket_stops_that_database_not_the_others(run: Cli, tmp_path:
     assert last.startswith("error: 1 of 2 databases not replicated: b.db: bucket "
                            "'no-such-bucket-16' does not exist"), d.text()
     assert _restored_ids(run, tmp_path, "a.db") == set(range(25))
+
+
+def test_status_of_a_killed_daemon(run: Cli, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Issue 16: after SIGKILL, `status` still said running (exit 0); its table wrapped
+    generation ids at 80 columns."""
+    _, _, d = _daemon_on_new_db(run, tmp_path, daemons)
+    poll("daemon start", lambda: d.caught_up_after(0))
+    generation = d.status()[0]["generation"]
+    out = run("status", "--status-file", str(d.status_file))
+    assert f"pid {d.proc.pid}: running" in out.stdout
+    assert generation in out.stdout  # on one line, whole
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+    d.proc.kill()
+    d.wait()
+    out = run("status", "--status-file", str(d.status_file), code=1)
+    assert generation in out.stdout  # the last status written is still shown
+    line = one_error_line(out.stderr, "not running (last update", f"pid {d.proc.pid} gone)")
+    assert line.startswith("error: the daemon is not running")
+    out = run("status", "--status-file", str(d.status_file), "--json", code=1)
+    assert json.loads(out.stdout)["pid"] == d.proc.pid
