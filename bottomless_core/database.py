@@ -417,8 +417,13 @@ class ReplicatorLock:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 os.close(fd)
                 return f"pid {pid}" if pid else "another process"
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:  # who holds it, for the error another replicator gets
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a full disk, a quota: one line naming the file
+                os.close(fd)
+                raise LocalDatabaseError(f"{self.path}: cannot write the replicator lock "
+                                         f"file ({exc.strerror})") from None
             self._fd = fd
             _REPLICATING.add(self.db_path)
             return None

@@ -261,3 +261,37 @@ def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: 
                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 2, out
     _one_error_line(out.stderr, needle)
+
+
+@pytest.mark.parametrize("command", ["rm", "restore", "ls", "verify", "copy", "snapshot"])
+def test_an_empty_generation_is_a_usage_error(run: Cli, backed_up: Path, tmp_path: Path,
+                                              storage: S3Store, command: str) -> None:
+    """Issue 16: `rm -g ""` gave 'unexpected ValueError' with exit 1."""
+    before = _snapshot(storage)
+    extra = ["--to-dir", str(tmp_path / "copy")] if command == "copy" else []
+    out = run("-d", str(backed_up), command, "-g", "", *extra, code=2)
+    _one_error_line(out.stderr, "-g/--generation is empty")
+    assert _snapshot(storage) == before
+
+
+def test_a_full_disk_where_the_lock_file_lives(run: Cli, backed_up: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: 'unexpected OSError' without the path."""
+    import errno
+    import os
+
+    real = os.pwrite
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".bottomless-lock"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    before = backed_up.read_bytes()
+    out = run("-d", str(backed_up), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, f".{backed_up.name}.bottomless-lock",
+                    "cannot write the replicator lock file (No space left on device)")
+    monkeypatch.undo()
+    run("-d", str(backed_up), "replicate", "--once")  # the lock was let go
+    assert backed_up.read_bytes() == before
