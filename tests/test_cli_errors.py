@@ -252,6 +252,7 @@ def test_debug_shows_traceback(run: Cli, tmp_path: Path) -> None:
     (["restore", "--no-such-option"], "No such option"),
     (["rm", "--keep-last", "0"], "--keep-last"),
     (["-d", "{tmp}/app.db", "restore", "-o", "{tmp}"], "is a directory"),
+    (["ls", "-d"], "option -d needs a value"),  # (after the command: issue 16)
 ])
 def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: str) -> None:
     """Option values click refuses read like every other error (the installed command)."""

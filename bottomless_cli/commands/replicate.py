@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from bottomless_core.config import DatabaseConfig, database_config, load_config
 from bottomless_core.daemon import StoreOpener, run_daemon
@@ -21,6 +22,7 @@ from ..context import App, pass_app
 from ..logs import setup_daemon_logging
 from ..options import setting_option, setting_options
 from ..progress import progress_for
+from ..render import compressed_size, plural
 
 log = logging.getLogger("bottomless.cli")
 
@@ -81,6 +83,7 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
                                       "db_name": app.db_name})]
     stores = StoreOpener(create_bucket)
     if once:
+        _note_daemon_only(click.get_current_context())
         _start_up(app, databases, stores, click.echo)
         _once(app, databases, stores)
         return
@@ -88,6 +91,17 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
     _start_up(app, databases, stores,
               lambda line: log.info("event=restore_if_missing %s", line))
     run_daemon(databases, stores, status_file)
+
+
+def _note_daemon_only(ctx: click.Context) -> None:
+    """--once has no use for the daemon's options: say so once, naming those given."""
+    given = [f"--{name.replace('_', '-')}" for name in (*SPECS, "status_file")
+             if (name == "status_file" or SPECS[name].daemon_only)
+             and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                    ParameterSource.ENVIRONMENT)]
+    if given:
+        click.echo(f"note: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                   "to the daemon only (replicate without --once): ignored here", err=True)
 
 
 def _start_up(app: App, databases: list[DatabaseConfig], stores: StoreOpener,
@@ -128,12 +142,14 @@ def _once(app: App, databases: list[DatabaseConfig], stores: StoreOpener) -> Non
 
 def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
     who = f"{db.db_name}: " if named else ""
+    shipped = (f"{plural(result.frames_shipped, 'frame')} in "
+               f"{plural(result.batches_shipped, 'batch', 'batches')}")
     if result.new_generation:
         snapshot = ("no snapshot (restores through its parent)" if result.snapshotless
-                    else f"snapshot {result.snapshot_bytes} bytes")
-        return (f"{who}new generation {result.generation} ({result.reason}): {snapshot}, "
-                f"{result.frames_shipped} frames in {result.batches_shipped} batches")
+                    else "snapshot "
+                    + compressed_size(result.snapshot_bytes, db.age.encrypting))
+        return f"{who}new generation {result.generation} ({result.reason}): {snapshot}, {shipped}"
     if result.batches_shipped:
-        return (f"{who}generation {result.generation}: shipped {result.frames_shipped} frames "
-                f"in {result.batches_shipped} batches (up to frame {result.last_frame})")
+        return (f"{who}generation {result.generation}: shipped {shipped} (up to frame "
+                f"{result.last_frame})")
     return f"{who}generation {result.generation}: up to date (frame {result.last_frame})"
