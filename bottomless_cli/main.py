@@ -19,7 +19,18 @@ from bottomless_core.errors import BottomlessError, Interrupted
 from bottomless_core.store.config import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 from bottomless_core.tempfiles import remove_all_owned
 
-from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify
+from .commands import (
+    agekeygen,
+    copy,
+    create,
+    ls,
+    replicate,
+    restore,
+    rm,
+    snapshot,
+    status,
+    verify,
+)
 from .context import App, reader_gone
 from .redact import install as install_redaction
 from .redact import redact
@@ -143,9 +154,9 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
                    "or the keys in this file; repeatable, or several separated by commas.")
 @click.option("--age-identity", "age_identities", multiple=True, metavar="FILE|KEY",
               cls=_WholeEnvvar, envvar="LIBSQL_BOTTOMLESS_AGE_IDENTITY", show_envvar=True,
-              help="age identity file (age-keygen) that decrypts encrypted objects when "
-                   "reading; repeatable. May also be the AGE-SECRET-KEY-1... itself, or a whole "
-                   "key file's text (# lines are skipped).")
+              help="age identity file (bottomless-cli age-keygen) that decrypts encrypted "
+                   "objects when reading; repeatable. May also be the AGE-SECRET-KEY-1... "
+                   "itself, or a whole key file's text (# lines are skipped).")
 @click.option("--sse", metavar="AES256|aws:kms", envvar="LIBSQL_BOTTOMLESS_SSE",
               show_envvar=True, help="S3 server-side encryption asked for on every upload.")
 @click.option("--sse-kms-key-id", metavar="ID", envvar="LIBSQL_BOTTOMLESS_SSE_KMS_KEY_ID",
@@ -189,7 +200,8 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
 
 
 for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
-                 snapshot.snapshot, status.status, create.create, copy.copy):
+                 snapshot.snapshot, status.status, create.create, copy.copy,
+                 agekeygen.age_keygen):
     cli.add_command(_command)
 
 
