@@ -509,3 +509,45 @@ def test_status_of_a_killed_daemon(run: Cli, tmp_path: Path, daemons: list[Daemo
     assert line.startswith("error: the daemon is not running")
     out = run("status", "--status-file", str(d.status_file), "--json", code=1)
     assert json.loads(out.stdout)["pid"] == d.proc.pid
+
+
+def test_point_in_time_inside_an_outage(run: Cli, tmp_path: Path, s3: SeaweedServer,
+                                        daemons: list[Daemon]) -> None:
+    """Issue 16, the bound docs/operations.md states: commits made during an outage carry
+    the time they were shipped after it, so `restore -u T` for a T inside the outage gives
+    the state from before the outage (not 'one poll interval plus a second' before T)."""
+    import datetime as dt
+
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 10)
+    proxy = Proxy(s3.port)
+    try:
+        env = _env(run, LIBSQL_BOTTOMLESS_ENDPOINT=proxy.endpoint,
+                   LIBSQL_BOTTOMLESS_S3_MAX_RETRIES="0")
+        d = Daemon(["-d", str(db)], env, tmp_path)
+        daemons.append(d)
+        d.wait_caught_up(time.time())
+        proxy.down()
+        insert_rows(conn, 10, start=100)  # committed during the outage
+        committed = time.time()
+        poll("the outage to be noticed", lambda: any(s["last_error"] for s in d.status()))
+        inside = committed + 2  # well after the commits, before the endpoint is back
+        poll("a moment inside the outage", lambda: time.time() > inside + 1)
+        proxy.up()
+        back = time.time()
+        d.wait_caught_up(back)
+        d.signal()
+        assert d.wait() == 0, d.text()
+    finally:
+        proxy.close()
+    conn.close()
+
+    def restored_at(t: float) -> set[int]:
+        out = tmp_path / f"at-{t}.db"
+        when = dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+        run("--db-name", "app.db", "restore", "-u", when, "-o", str(out))
+        return {row[0] for row in dump(out)["t"]}
+
+    assert restored_at(inside) == set(range(10))
+    assert restored_at(time.time() + 2) == set(range(10)) | set(range(100, 110))
