@@ -140,6 +140,8 @@ def _entry(path: Path, merged: dict[str, Any], top: dict[str, Any], entry: dict[
     merged["endpoint"] = _endpoint(merged.get("endpoint") or None, path.parent,
                                    "endpoint" in entry or "endpoint" in top)
     merged["sse_kms_key_id"] = _kms_key(entry, merged)
+    ServerSideEncryption.parse(merged.get("sse") or None, merged["sse_kms_key_id"],
+                               names=("sse", "sse_kms_key_id"))  # (named as the file does)
     bases = (_base(path, "age_recipient", top, entry), _base(path, "age_identity", top, entry))
     return database_config(merged, bases)
 

@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from bottomless_core.store.config import StorageConfig
     from bottomless_core.store.s3 import S3Store
 
+    print("starting SeaweedFS on 127.0.0.1 ...", file=sys.stderr, flush=True)
     with SeaweedServer() as s3:
         S3Store(StorageConfig(s3.endpoint, args.bucket, "us-east-1", s3.access_key,
                               s3.secret_key)).create_bucket()

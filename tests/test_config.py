@@ -63,6 +63,9 @@ checkpoint_pages = 5000
     ("[[databases]]\npath = 'a.db'\nmetrics_addr = '127.0.0.1:9'\n",
      "'metrics_addr' at .*entry 1: .* at the top level"),
     ("[[databases]]\npath = 'a.db'\nendpoint = 'file://host/x'\n", "entry 1: endpoint"),
+    ("[[databases]]\npath = 'a.db'\nsse = 'des'\n", "entry 1: sse 'des': use AES256"),
+    ("sse_kms_key_id = 'k'\n[[databases]]\npath = 'a.db'\n",
+     "entry 1: sse_kms_key_id needs sse aws:kms"),
 ])
 def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -37,16 +37,20 @@ class ServerSideEncryption:
 
     @classmethod
     def parse(cls, algorithm: str | None, kms_key_id: str | None = None,
+              names: tuple[str, str] = ("--sse", "--sse-kms-key-id"),
               ) -> ServerSideEncryption | None:
+        """``names``: what the two values are called where they were given (a config file
+        names its keys)."""
+        sse, kms = names
         if not algorithm:
             if kms_key_id:
-                raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
+                raise ConfigError(f"{kms} needs {sse} aws:kms")
             return None
         name = SSE_ALGORITHMS.get(algorithm.strip().lower())
         if name is None:
-            raise ConfigError(f"--sse {algorithm!r}: use AES256 or aws:kms")
+            raise ConfigError(f"{sse} {algorithm!r}: use AES256 or aws:kms")
         if kms_key_id and name != "aws:kms":
-            raise ConfigError("--sse-kms-key-id needs --sse aws:kms, not AES256")
+            raise ConfigError(f"{kms} needs {sse} aws:kms, not AES256")
         return cls(name, kms_key_id or None)
 
     def request_args(self) -> dict[str, str]:
