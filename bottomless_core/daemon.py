@@ -38,7 +38,6 @@ LOCK_WAIT = 30.0  # seconds the daemon waits for a --once run of the same file t
 NOISY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
-
 def configure_logging(handler: logging.Handler, debug: bool) -> None:
     """Make ``handler`` the root logger's only one; INFO (DEBUG with ``debug``), the AWS
     libraries at WARNING unless ``debug``."""

@@ -46,7 +46,7 @@ def shm_path(db_path: Path) -> Path:
 
 
 _KEPT_FDS: dict[tuple[int, int], int] = {}
-_KEPT_PATHS: dict[tuple[int, int], str] = {}  # where each kept file was opened
+_KEPT_PATHS: dict[tuple[int, int], str] = {}  # where each kept file was (real path)
 _KEPT_LOCK = threading.Lock()
 
 
@@ -69,7 +69,7 @@ def kept_fd(path: Path) -> int:
             # under that file's key (closing it would be the very thing we avoid).
             key = (opened.st_dev, opened.st_ino)
             fd = _KEPT_FDS.setdefault(key, fd)
-            _KEPT_PATHS.setdefault(key, os.path.abspath(path))
+            _KEPT_PATHS.setdefault(key, os.path.realpath(path))
         return fd
 
 
@@ -87,7 +87,7 @@ def close_replaced(paths: Iterable[Path]) -> int:
     database replaced by ``mv new.db app.db``, a -shm that SQLite removed): they would keep
     the old file, and its disk space, for the life of the process. Only once no connection
     of this process has such a file open (closing drops its POSIX locks). Returns how many."""
-    wanted = {os.path.abspath(p) for p in paths}
+    wanted = {os.path.realpath(p) for p in paths}
     closed = 0
     with _KEPT_LOCK:
         for key, where in list(_KEPT_PATHS.items()):

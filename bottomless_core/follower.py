@@ -225,6 +225,9 @@ class Follower:
                     self.prepare()
                 except BottomlessError as exc:
                     if not isinstance(exc, UnreachableError):
+                        log.error("db=%s event=not_started error=%r: retrying cannot fix "
+                                  "it; this database is not replicated", status.db_name,
+                                  str(exc))
                         self.give_up(exc)
                     raise
                 self.prepare = None
@@ -283,9 +286,6 @@ class Follower:
         status.state = "failed"
         kind = error_kind(exc)
         status.errors[kind] = status.errors.get(kind, 0) + 1
-        if self.prepare is not None:
-            log.error("db=%s event=not_started error=%r: retrying cannot fix it; the other "
-                      "databases go on", status.db_name, self.gave_up)
 
     def _let_go_of_replaced(self) -> None:
         """A database replaced under us (``mv new.db app.db``) or removed: close our read

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from bottomless_core.config import DatabaseConfig, database_config, load_config
 from bottomless_core.daemon import StoreOpener, run_daemon
-from bottomless_core.errors import BottomlessError, ConfigError
+from bottomless_core.errors import BottomlessError, ConfigError, UnreachableError
 from bottomless_core.layout import libsql_page_size_note
 from bottomless_core.replicator import ReplicateResult, replicate_once
 from bottomless_core.settings import SPECS
@@ -89,7 +89,7 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
         return
     setup_daemon_logging(app.debug)
     _start_up(app, databases, stores,
-              lambda line: log.info("event=restore_if_missing %s", line))
+              lambda line: log.info("event=restore_if_missing %s", line), daemon=True)
     run_daemon(databases, stores, status_file)
 
 
@@ -105,11 +105,17 @@ def _note_daemon_only(ctx: click.Context) -> None:
 
 
 def _start_up(app: App, databases: list[DatabaseConfig], stores: StoreOpener,
-              say: Callable[[str], object]) -> None:
-    """--restore-if-missing: restore (or create) each missing or empty database first."""
+              say: Callable[[str], object], daemon: bool = False) -> None:
+    """--restore-if-missing: restore (or create) each missing or empty database first. (A
+    database with content needs no request: the daemon then retries an endpoint that does
+    not answer yet, --create-bucket included.)"""
     for db in databases:
         if db.settings.restore_if_missing:
-            stores.prepare(db)
+            try:
+                stores.prepare(db)
+            except UnreachableError:
+                if not daemon:
+                    raise
             with progress_for(app.err, app.interactive) as progress:
                 line = restore_if_missing(db.path, stores(db), db.db_name, progress)
             if line is not None:
