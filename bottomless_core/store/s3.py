@@ -120,6 +120,9 @@ class S3Store(ObjectStore):
                                    f"{type(exc).__name__}") from None
         except botocore.exceptions.ReadTimeoutError:
             raise UnreachableError(f"S3 endpoint {where} timed out during {what}") from None
+        except botocore.exceptions.HTTPClientError as exc:  # the connection failed mid-way
+            raise UnreachableError(f"S3 endpoint {where}: the connection failed during {what} "
+                                   f"({type(exc).__name__})") from None
         except botocore.exceptions.ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "")) or str(
