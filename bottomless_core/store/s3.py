@@ -138,8 +138,8 @@ class S3Store(ObjectStore):
                 raise PreconditionFailedError(f"{what}: the object changed meanwhile "
                                               f"({code})") from None
             if code in _UNAVAILABLE_CODES:
-                raise UnreachableError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
-                                   f"{self.config.max_attempts} attempts") from None
+                raise UnreachableError(f"S3 endpoint {where} kept failing ({code}) during "
+                                       f"{what}, {self.config.max_attempts} attempts") from None
             raise StorageError(f"S3 error during {what}: {code}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise StorageError(f"S3 request failed during {what}: {type(exc).__name__}") from None
