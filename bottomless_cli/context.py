@@ -92,9 +92,11 @@ pass_app = click.make_pass_decorator(App)
 
 
 def parse_generation_option(text: str | None) -> uuid.UUID | None:
-    """A -g/--generation value, or a one-line ConfigError."""
-    if not text:
+    """A -g/--generation value (None: not given), or a one-line ConfigError."""
+    if text is None:
         return None
+    if not text.strip():
+        raise ConfigError("-g/--generation is empty: give a generation id (`ls` lists them)")
     try:
         return parse_generation(text)
     except ValueError:

@@ -19,14 +19,29 @@ from bottomless_core.errors import BottomlessError, Interrupted
 from bottomless_core.store.config import DEFAULT_BUCKET, DEFAULT_ENDPOINT, ServerSideEncryption
 from bottomless_core.tempfiles import remove_all_owned
 
-from .commands import copy, create, ls, replicate, restore, rm, snapshot, status, verify
+from .commands import (
+    agekeygen,
+    copy,
+    create,
+    ls,
+    replicate,
+    restore,
+    rm,
+    snapshot,
+    status,
+    verify,
+)
 from .context import App, reader_gone
 from .redact import install as install_redaction
 from .redact import redact
 
 
 class _Group(click.Group):
-    """Turns every library error into one line on stderr and a non-zero exit."""
+    """Turns every library error into one line on stderr and a non-zero exit, and takes the
+    global options after the command too (``ls -d app.db``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(self, ctx, args))
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -46,6 +61,51 @@ class _Group(click.Group):
         except Exception as exc:  # a bug: still one line, the traceback with --debug
             _fail(ctx, f"unexpected {type(exc).__name__}: {exc}", 1)
         return None
+
+
+def _option_names(params: list[click.Parameter]) -> dict[str, click.Option]:
+    return {name: p for p in params if isinstance(p, click.Option)
+            for name in (*p.opts, *p.secondary_opts)}
+
+
+def _takes_value(option: click.Option | None, token: str) -> bool:
+    """Does ``token`` (an option, without ``=VALUE`` or an attached short value) take the
+    next token as its value?"""
+    return (option is not None and not option.is_flag and option.nargs != 0
+            and "=" not in token and not (len(token) > 2 and token[1] != "-"))
+
+
+def _lookup(names: dict[str, click.Option], token: str) -> click.Option | None:
+    """The option a token names: ``--name``, ``--name=VALUE``, ``-x`` or ``-xVALUE``."""
+    if token.startswith("--"):
+        return names.get(token.split("=", 1)[0])
+    return names.get(token[:2])
+
+
+def hoist_global_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """Move the group's options given after the command name (and not the command's own)
+    in front of it, where click looks for them: ``ls -d app.db`` is ``-d app.db ls``."""
+    names = _option_names(group.params)
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 2 if _takes_value(_lookup(names, args[i]), args[i]) else 1
+    command = group.get_command(ctx, args[i]) if i < len(args) else None
+    if command is None:
+        return args
+    own = _option_names(command.params)
+    before, after, j = list(args[:i]), [args[i]], i + 1
+    while j < len(args):
+        token = args[j]
+        if token == "--":
+            after.extend(args[j:])
+            break
+        mine = _lookup(own, token) if token.startswith("-") else None
+        theirs = _lookup(names, token) if token.startswith("-") and mine is None else None
+        width = 2 if _takes_value(mine or theirs, token) else 1
+        missing = j + width > len(args)  # (no value: left for click to report)
+        (before if theirs is not None and not missing else after).extend(args[j:j + width])
+        j += width
+    return before + after
 
 
 class _WholeEnvvar(click.Option):
@@ -94,9 +154,9 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
                    "or the keys in this file; repeatable, or several separated by commas.")
 @click.option("--age-identity", "age_identities", multiple=True, metavar="FILE|KEY",
               cls=_WholeEnvvar, envvar="LIBSQL_BOTTOMLESS_AGE_IDENTITY", show_envvar=True,
-              help="age identity file (age-keygen) that decrypts encrypted objects when "
-                   "reading; repeatable. May also be the AGE-SECRET-KEY-1... itself, or a whole "
-                   "key file's text (# lines are skipped).")
+              help="age identity file (bottomless-cli age-keygen) that decrypts encrypted "
+                   "objects when reading; repeatable. May also be the AGE-SECRET-KEY-1... "
+                   "itself, or a whole key file's text (# lines are skipped).")
 @click.option("--sse", metavar="AES256|aws:kms", envvar="LIBSQL_BOTTOMLESS_SSE",
               show_envvar=True, help="S3 server-side encryption asked for on every upload.")
 @click.option("--sse-kms-key-id", metavar="ID", envvar="LIBSQL_BOTTOMLESS_SSE_KMS_KEY_ID",
@@ -140,7 +200,8 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
 
 
 for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
-                 snapshot.snapshot, status.status, create.create, copy.copy):
+                 snapshot.snapshot, status.status, create.create, copy.copy,
+                 agekeygen.age_keygen):
     cli.add_command(_command)
 
 
@@ -162,8 +223,11 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # no command given: the help itself
             click.echo(exc.format_message(), err=True)
         else:
-            click.echo(f"error: {redact(exc.format_message())} (see bottomless-cli -h)",
-                       err=True)
+            message = exc.format_message()
+            if (isinstance(exc, click.NoSuchOption)
+                    and exc.option_name in _option_names(cli.params)):
+                message = f"option {exc.option_name} needs a value"  # (the last, alone)
+            click.echo(f"error: {redact(message)} (see bottomless-cli -h)", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

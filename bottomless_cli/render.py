@@ -9,11 +9,23 @@ from rich.console import Console
 from rich.table import Table
 
 from bottomless_core.catalog import Generation
+from bottomless_core.dates import format_utc
 from bottomless_core.restore import FetchPlan
 
 
 def _time(t: datetime | None) -> str:
-    return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
+    return f"{format_utc(t)}.{t.microsecond // 1000:03d}" if t else "-"
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 generation``, ``2 generations`` (``words``: an irregular plural)."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+def compressed_size(n: int, encrypted: bool) -> str:
+    """A snapshot image's size as written here: compressed, before age encryption (what
+    `ls -v` shows is the object stored, a few hundred bytes larger when encrypted)."""
+    return f"{n:,} bytes compressed" + (", before age encryption" if encrypted else "")
 
 
 def generation_facts(g: Generation, depth: int | None = 0,
@@ -61,7 +73,7 @@ def _restores_from(f: dict[str, Any]) -> str:
     if f["chain_depth"] is None:
         return "BROKEN chain (a parent or its snapshot is missing)"
     n = f["chain_depth"]
-    return f"parent chain: {n} generation{'s' if n != 1 else ''} back to a snapshot"
+    return f"parent chain: {plural(n, 'generation')} back to a snapshot"
 
 
 def generations_table(console: Console, generations: list[Generation],
@@ -90,7 +102,8 @@ def generations_table(console: Console, generations: list[Generation],
             ("page size", str(f["page_size"] or "-")),
             ("WAL frame checksum", f["wal_frame_checksum"] or "-"),
             ("parent generation", f["parent"] or "-"),
-            ("snapshot size", "-" if snap is None else f"{snap['size']:,} bytes"),
+            ("snapshot size", "-" if snap is None else f"{snap['size']:,} bytes stored "
+             f"(compressed{', age-encrypted' if encryption in ('age', 'mixed') else ''})"),
             ("snapshot last modified",
              _time(g.snapshot.last_modified) if g.snapshot is not None else "-"),
             ("encryption", {"age": "age (client-side)", "none": "none",

@@ -27,6 +27,7 @@ config file (``--config bottomless.toml``); both are made by ``database_config``
 
 from __future__ import annotations
 
+import os
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from .store.config import (
     FILE_SCHEME,
     ServerSideEncryption,
     file_root,
+    same_place,
 )
 
 # Where a database is and how its bucket is reached (besides its Settings).
@@ -50,6 +52,9 @@ PLACE_KEYS = frozenset({"path", "db_name", "namespace", "endpoint", "bucket", "a
                         "age_identity", "sse", "sse_kms_key_id"})
 ENTRY_KEYS = PLACE_KEYS | (NAMES - PROCESS_NAMES)
 TOP_KEYS = (PLACE_KEYS - {"path", "db_name", "namespace"}) | NAMES
+# Keys whose value is one string (the rest: settings.py's checks, age keys' strings or lists).
+STRING_KEYS = frozenset({"path", "db_name", "namespace", "endpoint", "bucket", "sse",
+                         "sse_kms_key_id"})
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,9 @@ def database_config(values: Mapping[str, Any],
     the command line, or the command line alone). ``key_bases``: what relative recipient and
     identity files are relative to (a config file's directory; None: the working
     directory)."""
+    _check_strings(values)
     if not values.get("path"):
-        raise ConfigError("no path")
+        raise ConfigError("path: empty (give the database file)")
     path = Path(values["path"])
     namespace = values.get("namespace")
     db_name = values.get("db_name") or (f"ns-{namespace}" if namespace else "") or path.name
@@ -99,31 +105,86 @@ def load_config(path: Path, defaults: Mapping[str, Any] | None = None) -> list[D
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     top = {k: v for k, v in data.items() if k != "databases"}
     _check_keys(path, "top level", top, TOP_KEYS)
+    try:  # a bad top-level value is named once, as the top level's
+        _check_strings(top)
+        settings_from({k: v for k, v in top.items() if k in NAMES})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: top level: {exc}") from None
     entries = data.get("databases")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: needs at least one [[databases]] entry with a path")
     out = []
     for i, entry in enumerate(entries, 1):
+        where = f"[[databases]] entry {i}"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: [[databases]] entry {i} is not a table")
-        _check_keys(path, f"[[databases]] entry {i}", entry, ENTRY_KEYS)
+            raise ConfigError(f"{path}: {where} is not a table")
+        _check_keys(path, where, entry, ENTRY_KEYS)
         if "path" not in entry:
-            raise ConfigError(f"{path}: [[databases]] entry {i} has no path")
-        merged = {**(defaults or {}), **top, **entry}
-        db_path = Path(merged["path"])
-        merged["path"] = db_path if db_path.is_absolute() else path.parent / db_path
-        merged["endpoint"] = _endpoint(merged.get("endpoint") or None, path.parent,
-                                       "endpoint" in entry or "endpoint" in top)
-        merged["sse_kms_key_id"] = _kms_key(entry, merged)
-        bases = (_base(path, "age_recipient", top, entry), _base(path, "age_identity", top, entry))
+            raise ConfigError(f"{path}: {where} has no path")
         try:
-            out.append(database_config(merged, bases))
+            out.append(_entry(path, {**(defaults or {}), **top, **entry}, top, entry))
         except (ValueError, TypeError, ConfigError) as exc:
-            raise ConfigError(f"{path}: [[databases]] entry {i}: {exc}") from None
-    names = [(c.endpoint, c.bucket, c.db_name) for c in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: two databases share the same bucket and db_name")
+            raise ConfigError(f"{path}: {where}: {exc}") from None
+    _refuse_twins(path, out)
     return out
+
+
+def _entry(path: Path, merged: dict[str, Any], top: dict[str, Any], entry: dict[str, Any],
+           ) -> DatabaseConfig:
+    """One [[databases]] entry merged over the top level and the command line."""
+    _check_strings(merged)
+    if not merged["path"]:
+        raise ConfigError("path: empty (give the database file)")
+    db_path = Path(merged["path"])
+    merged["path"] = db_path if db_path.is_absolute() else path.parent / db_path
+    merged["endpoint"] = _endpoint(merged.get("endpoint") or None, path.parent,
+                                   "endpoint" in entry or "endpoint" in top)
+    merged["sse_kms_key_id"] = _kms_key(entry, merged)
+    ServerSideEncryption.parse(merged.get("sse") or None, merged["sse_kms_key_id"],
+                               names=("sse", "sse_kms_key_id"))  # (named as the file does)
+    bases = (_base(path, "age_recipient", top, entry), _base(path, "age_identity", top, entry))
+    return database_config(merged, bases)
+
+
+def _refuse_twins(path: Path, dbs: list[DatabaseConfig]) -> None:
+    """Two entries must neither write one name of one bucket (the endpoint compared as
+    ``same_place`` spells it: a trailing ``/`` is the same server) nor be one file (two
+    replicators of one WAL; the second would wait for the first's lock forever)."""
+    names: dict[tuple[str | None, str, str], int] = {}
+    files: dict[object, int] = {}
+    for i, db in enumerate(dbs, 1):
+        name = (same_place(db.endpoint), db.bucket, db.db_name)
+        j = names.setdefault(name, i)
+        if j != i:
+            first = dbs[j - 1].endpoint or "AWS S3"
+            at = (first if first == (db.endpoint or "AWS S3")
+                  else f"{first} and {db.endpoint} (one server)")
+            raise ConfigError(
+                f"{path}: [[databases]] entries {j} ({dbs[j - 1].path}) and {i} ({db.path}) "
+                f"both back up to the name {db.db_name!r} in bucket {db.bucket!r} at {at}: "
+                "give one of them another db_name")
+        j = files.setdefault(_file_identity(db.path), i)
+        if j != i:
+            raise ConfigError(
+                f"{path}: [[databases]] entries {j} ({dbs[j - 1].path}) and {i} ({db.path}) "
+                "are the same database file: list it once (one replicator per file)")
+
+
+def _file_identity(path: Path) -> object:
+    """What makes two paths one file: device and inode when it exists (a hard link, a
+    symlink), else its real path."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return real
+    return (st.st_dev, st.st_ino)
+
+
+def _check_strings(values: Mapping[str, Any]) -> None:
+    for key in sorted(STRING_KEYS & set(values)):
+        if values[key] is not None and not isinstance(values[key], str | Path):
+            raise ConfigError(f"{key}: {values[key]!r} is not a string")
 
 
 def _base(path: Path, key: str, top: dict[str, Any], entry: dict[str, Any]) -> Path | None:
@@ -147,6 +208,9 @@ def _endpoint(value: str | None, base: Path, from_file: bool) -> str | None:
 def _check_keys(path: Path, where: str, table: dict[str, Any], allowed: frozenset[str],
                 ) -> None:
     unknown = sorted(set(table) - allowed)
+    if unknown and unknown[0] in TOP_KEYS:
+        raise ConfigError(f"{path}: {unknown[0]!r} at {where}: it is one for the whole process, "
+                          "give it at the top level")
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} at {where} "
                           f"(known: {', '.join(sorted(allowed))})")

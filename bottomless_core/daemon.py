@@ -15,18 +15,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from .config import DatabaseConfig
-from .database import ReplicatorLock, read_db_header, resolve_db_path
-from .errors import BottomlessError, ConfigError
+from .database import ReplicatorLock, read_db_header
+from .errors import BottomlessError, ConfigError, UnreachableError
 from .follower import Follower, FollowerStatus, run_followers
+from .lease import system_id
 from .metrics import RequestStats, serve
 from .replicator import Replicator
 from .store.age import with_age
 from .store.base import ObjectStore
-from .store.config import ServerSideEncryption
+from .store.config import ServerSideEncryption, same_place
 from .store.opener import open_backend
 from .tempfiles import remove_all_owned, remove_stale
 
@@ -35,8 +36,6 @@ log = logging.getLogger("bottomless.daemon")
 SUMMARY_EVERY = 60.0  # seconds between status summary log lines
 LOCK_WAIT = 30.0  # seconds the daemon waits for a --once run of the same file to end
 NOISY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
-
-StoreFor = Callable[[DatabaseConfig], ObjectStore]
 
 
 def configure_logging(handler: logging.Handler, debug: bool) -> None:
@@ -51,50 +50,101 @@ def configure_logging(handler: logging.Handler, debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def store_opener(create_bucket: bool = False) -> StoreFor:
-    """A function giving each database its bucket's store, one store per (endpoint, bucket,
-    server-side encryption), behind the database's age layer (crypto.py); with
-    ``create_bucket`` a missing bucket is created when first opened."""
-    stores: dict[tuple[str | None, str, ServerSideEncryption | None], ObjectStore] = {}
-    wrapped: dict[tuple[int, int], ObjectStore] = {}
+class StoreOpener:
+    """Each database's store: one backend per (endpoint, bucket, server-side encryption),
+    behind the database's age layer (store/age.py). Opening sends no request; with
+    ``create_bucket``, ``prepare`` creates a missing bucket (once per backend)."""
 
-    def store_for(db: DatabaseConfig) -> ObjectStore:
-        key = (db.endpoint, db.bucket, db.sse)
-        if key not in stores:
-            stores[key] = open_backend(db.endpoint, db.bucket, sse=db.sse)
-            if create_bucket:
-                stores[key].ensure_bucket()
-        backend = stores[key]
+    def __init__(self, create_bucket: bool = False) -> None:
+        self.create_bucket = create_bucket
+        self._backends: dict[tuple[str | None, str, ServerSideEncryption | None],
+                             ObjectStore] = {}
+        self._wrapped: dict[tuple[int, int], ObjectStore] = {}
+        self._ready: set[int] = set()
+
+    def __call__(self, db: DatabaseConfig) -> ObjectStore:
+        key = (same_place(db.endpoint), db.bucket, db.sse)
+        if key not in self._backends:
+            self._backends[key] = open_backend(db.endpoint, db.bucket, sse=db.sse)
+        backend = self._backends[key]
         pair = (id(backend), id(db.age))
-        if pair not in wrapped:
-            wrapped[pair] = with_age(backend, db.age)
-        return wrapped[pair]
+        if pair not in self._wrapped:
+            self._wrapped[pair] = with_age(backend, db.age)
+        return self._wrapped[pair]
 
-    return store_for
+    def prepare(self, db: DatabaseConfig) -> None:
+        """With ``create_bucket``: create the database's bucket unless it exists."""
+        backend = self(db).stored
+        if self.create_bucket and id(backend) not in self._ready:
+            backend.ensure_bucket()
+            self._ready.add(id(backend))
 
 
-def run_daemon(databases: list[DatabaseConfig], store_for: StoreFor,
+def run_daemon(databases: list[DatabaseConfig], stores: StoreOpener,
                status_file: Path | None = None) -> None:
     """Replicate ``databases`` until SIGTERM/SIGINT (a second signal exits at once).
 
-    Raises what retrying cannot fix before starting (no database, no bucket, another
-    replicator holding the lock past LOCK_WAIT), and BottomlessError if the shutdown left
-    committed frames unshipped.
+    What retrying cannot fix (no database file, no bucket, refused credentials, another
+    replicator holding the lock past LOCK_WAIT) stops a database before it starts: with one
+    database, the daemon (raised at once); with several, that database alone, the others go
+    on and the daemon exits with an error when it stops (or when none is left). An endpoint
+    that cannot be reached is retried with backoff, and reported, until it answers. Raises
+    BottomlessError too if the shutdown left committed frames unshipped.
     """
-    for db in databases:  # fail fast on what retrying cannot fix
-        read_db_header(db.path)
-        store_for(db).check_bucket()
-    locks = [ReplicatorLock(db.path) for db in databases]
+    alone = len(databases) == 1
+    followers = [_follower(db, stores, alone) for db in databases]
+    locks: list[ReplicatorLock] = []
     try:
-        for lock in locks:
-            lock.acquire(wait=LOCK_WAIT)
-        for db in databases:
-            for stale in remove_stale(resolve_db_path(db.path)):
+        for f in followers:
+            if f.gave_up is not None:
+                continue
+            lock = ReplicatorLock(f.replicator.db_path)
+            try:
+                lock.acquire(wait=LOCK_WAIT)
+            except BottomlessError as exc:
+                _not_started(f, exc, alone)
+                continue
+            locks.append(lock)
+            for stale in remove_stale(f.replicator.db_path):
                 log.info("event=removed_stale_file path=%s", stale)
-        _follow(databases, store_for, status_file)
+        addr = next((db.settings.metrics_addr for db in databases if db.settings.metrics_addr),
+                    None)
+        _follow(followers, addr, status_file)
     finally:
         for lock in locks:
             lock.release()
+
+
+def _follower(db: DatabaseConfig, stores: StoreOpener, alone: bool) -> Follower:
+    """The database's Follower, its start checked: what retrying cannot fix stops it (or
+    the daemon, ``alone``); an endpoint that does not answer leaves the check to the
+    Follower, which retries it."""
+    store = stores(db)  # (a bad endpoint is the configuration's: it stops everything)
+    f = Follower(Replicator(db.path, store, db.db_name, db.settings.replicate_options()),
+                 db.settings.follow_options())
+
+    def check() -> None:
+        stores.prepare(db)
+        store.check_bucket()
+
+    try:
+        read_db_header(db.path)
+        check()
+    except UnreachableError as exc:
+        log.warning("db=%s event=endpoint_unreachable error=%r: retrying until it answers",
+                    db.db_name, str(exc))
+        f.prepare = check
+    except BottomlessError as exc:
+        _not_started(f, exc, alone)
+    return f
+
+
+def _not_started(f: Follower, exc: BottomlessError, alone: bool) -> None:
+    if alone:
+        raise exc
+    log.error("db=%s event=not_started error=%r: the other databases go on", f.status.db_name,
+              str(exc))
+    f.give_up(exc)
 
 
 def summary_line(status: FollowerStatus) -> str:
@@ -112,10 +162,11 @@ class StatusFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.system = system_id()  # where the pid means something (``status`` checks it)
         self._errors_seen: set[str] = set()
 
     def write(self, followers: Iterable[Follower]) -> None:
-        data = {"updated": time.time(), "pid": os.getpid(),
+        data = {"updated": time.time(), "pid": os.getpid(), "system": self.system,
                 "databases": [f.status.as_dict() for f in followers]}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
@@ -127,16 +178,12 @@ class StatusFile:
                 log.error("event=status_file_failed path=%s error=%r", self.path, str(exc))
 
 
-def _follow(databases: list[DatabaseConfig], store_for: StoreFor,
+def _follow(followers: list[Follower], metrics_addr: str | None,
             status_file: Path | None) -> None:
-    followers = [Follower(Replicator(db.path, store_for(db), db.db_name,
-                                     db.settings.replicate_options()),
-                          db.settings.follow_options())
-                 for db in databases]
-    addr = next((db.settings.metrics_addr for db in databases if db.settings.metrics_addr),
-                None)
-    if addr:
-        _serve_metrics(addr, followers)
+    if all(f.gave_up is not None for f in followers):
+        _raise_gave_up(followers)
+    if metrics_addr:
+        _serve_metrics(metrics_addr, followers)
     stop = threading.Event()
     _install_signal_handlers(stop)
     status = StatusFile(status_file) if status_file is not None else None
@@ -155,9 +202,18 @@ def _follow(databases: list[DatabaseConfig], store_for: StoreFor,
     ok = run_followers(followers, stop, on_tick)
     for f in followers:
         log.info(summary_line(f.status))
+    _raise_gave_up(followers)
     if not ok:
         raise BottomlessError("stopped with committed frames not shipped (see the log); "
                               "the next run ships them")
+
+
+def _raise_gave_up(followers: list[Follower]) -> None:
+    """One error line naming every database that was not replicated, and why."""
+    gave_up = [f for f in followers if f.gave_up is not None]
+    if gave_up:
+        raise BottomlessError(f"{len(gave_up)} of {len(followers)} databases not replicated: "
+                              + "; ".join(f"{f.status.db_name}: {f.gave_up}" for f in gave_up))
 
 
 def _serve_metrics(addr: str, followers: list[Follower]) -> None:

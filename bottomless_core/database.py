@@ -13,7 +13,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .codec import CHUNK
@@ -46,6 +46,7 @@ def shm_path(db_path: Path) -> Path:
 
 
 _KEPT_FDS: dict[tuple[int, int], int] = {}
+_KEPT_PATHS: dict[tuple[int, int], str] = {}  # where each kept file was (real path)
 _KEPT_LOCK = threading.Lock()
 
 
@@ -66,8 +67,35 @@ def kept_fd(path: Path) -> int:
             opened = os.fstat(fd)
             # If the path was replaced in between, this is another file's descriptor: keep it
             # under that file's key (closing it would be the very thing we avoid).
-            fd = _KEPT_FDS.setdefault((opened.st_dev, opened.st_ino), fd)
+            key = (opened.st_dev, opened.st_ino)
+            fd = _KEPT_FDS.setdefault(key, fd)
+            _KEPT_PATHS.setdefault(key, os.path.realpath(path))
         return fd
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def close_replaced(paths: Iterable[Path]) -> int:
+    """Close the kept descriptors of files that were at ``paths`` and are no longer (a
+    database replaced by ``mv new.db app.db``, a -shm that SQLite removed): they would keep
+    the old file, and its disk space, for the life of the process. Only once no connection
+    of this process has such a file open (closing drops its POSIX locks). Returns how many."""
+    wanted = {os.path.realpath(p) for p in paths}
+    closed = 0
+    with _KEPT_LOCK:
+        for key, where in list(_KEPT_PATHS.items()):
+            if where in wanted and file_identity(Path(where)) != key:
+                del _KEPT_PATHS[key]
+                os.close(_KEPT_FDS.pop(key))
+                closed += 1
+    return closed
 
 
 def db_fd(db_path: Path) -> int:
@@ -121,6 +149,8 @@ class ReadLock:
         self.db_path = resolve_db_path(db_path)
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # the file our connection has open
+        self._opening: tuple[int, int] | None = None  # ...and the one _connect() opened
         self._held = False
         # Incremented whenever the read transaction is let go: a proof that "nothing could
         # restart the WAL since then" holds only while the epoch it was made in lasts.
@@ -182,7 +212,18 @@ class ReadLock:
             h.update(chunk)
         return h.hexdigest()
 
+    def replaced(self) -> bool:
+        """Is the file our connection has open no longer the one at the path (``mv new.db
+        app.db``, or removed)? Then ``close`` lets go of it, and the next ``acquire`` opens
+        what is there now."""
+        if self._conn is None or self._file is None:
+            return False
+        return file_identity(self.db_path) != self._file
+
     def _connect(self) -> sqlite3.Connection:
+        """A connection of ours, noting which file it opens (before it opens it: a file
+        swapped in between is taken for replaced once too often, never missed)."""
+        self._opening = file_identity(self.db_path)
         uri = f"file:{self.db_path.resolve()}?mode=rw"
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None,
@@ -211,6 +252,7 @@ class ReadLock:
         self.db_header()  # never let SQLite open (or create files beside) a non-WAL database
         if self._conn is None:
             self._conn = self._connect()
+            self._file = self._opening
         self._begin(self._conn)
         self._held = True
 
@@ -226,6 +268,7 @@ class ReadLock:
         if not self._held:
             self.epoch += 1
         old, self._conn, self._held = self._conn, fresh, True
+        self._file = self._opening
         if old is not None:
             with contextlib.suppress(sqlite3.Error):
                 old.execute("ROLLBACK")
@@ -245,6 +288,7 @@ class ReadLock:
         self.release()
         if self._conn is None:
             self._conn = self._connect()
+            self._file = self._opening
         try:
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -256,6 +300,7 @@ class ReadLock:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._file = None
 
     def __enter__(self) -> ReadLock:
         self.acquire()
@@ -372,8 +417,13 @@ class ReplicatorLock:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 os.close(fd)
                 return f"pid {pid}" if pid else "another process"
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:  # who holds it, for the error another replicator gets
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a full disk, a quota: one line naming the file
+                os.close(fd)
+                raise LocalDatabaseError(f"{self.path}: cannot write the replicator lock "
+                                         f"file ({exc.strerror})") from None
             self._fd = fd
             _REPLICATING.add(self.db_path)
             return None

@@ -115,3 +115,10 @@ def parse_older_than(text: str, now: datetime | None = None) -> datetime:
                           "8601 date/time such as 2024-05-01T08:00:00Z or a duration "
                           "such as 30d or 12h")
     return when
+
+
+def format_utc(when: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC (a naive datetime is taken as UTC), the year always in
+    four digits: strftime's %Y writes year 1 as "1"."""
+    when = when.astimezone(UTC) if when.tzinfo is not None else when
+    return f"{when.year:04d}-{when:%m-%d %H:%M:%S}"

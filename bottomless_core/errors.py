@@ -23,6 +23,10 @@ class StorageError(BottomlessError):
     """The object store failed or refused a request."""
 
 
+class UnreachableError(StorageError):
+    """The endpoint could not be reached, timed out or kept failing: retrying can fix it."""
+
+
 class PreconditionFailedError(StorageError):
     """A conditional write found the object changed (another writer got there first)."""
 

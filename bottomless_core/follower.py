@@ -27,7 +27,8 @@ from typing import Any
 from . import layout
 from .capture import empty_capture
 from .compactor import CompactResult
-from .database import ReadLock, wal_path
+from .database import ReadLock, close_replaced, shm_path, wal_path
+from .errors import BottomlessError, UnreachableError
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
 from .selfcheck import VerifyJob
@@ -112,6 +113,10 @@ class FollowerStatus:
     last_success: float | None = None  # unix time of the last sync that shipped everything
     behind_since: float | None = None  # unix time since which committed frames wait to ship
     last_error: str | None = None
+    # since when our checkpoints keep failing (a long read transaction of the app's), and the
+    # warning given once the WAL grew past WARN_FACTOR x checkpoint_pages meanwhile
+    checkpoint_blocked_since: float | None = None
+    warning: str | None = None
     consecutive_failures: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # failed polls by kind
 
@@ -205,6 +210,12 @@ class Follower:
                             if self.options.verify_every else None)
         self._compacted_at = 0.0  # monotonic time of the last compaction started
         self._shipped_at: float | None = None  # unix time of a ship compaction has not sealed
+        self._old_file_open = False  # descriptors of a replaced database still to close
+        # What must succeed once before the first sync (the daemon's start check, when the
+        # endpoint did not answer at start): retried like a sync; a failure that retrying
+        # cannot fix gives up (``gave_up`` says why).
+        self.prepare: Callable[[], None] | None = None
+        self.gave_up: str | None = None
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
         replicator.on_child_dropped = self._child_dropped
@@ -215,7 +226,7 @@ class Follower:
         """Replicate until ``stop`` is set, then ship what is committed. True if the final
         ship succeeded (nothing committed is left behind)."""
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self.gave_up is None:
                 started = time.monotonic()
                 self.step()
                 # Polls keep a steady cadence: a slow sync (a large ship) does not add a
@@ -223,6 +234,8 @@ class Follower:
                 pause = self._backoff or max(0.0, started + self.options.interval
                                              - time.monotonic())
                 stop.wait(pause)
+            if self.gave_up is not None:
+                return False
             ok = self.step(final=True)
             self.status.state = "stopped" if ok else "failed"
             return ok
@@ -243,10 +256,23 @@ class Follower:
         status = self.status
         started = self._poll_started = time.time()
         try:
+            if self.prepare is not None:
+                try:
+                    self.prepare()
+                except BottomlessError as exc:
+                    if not isinstance(exc, UnreachableError):
+                        log.error("db=%s event=not_started error=%r: retrying cannot fix "
+                                  "it; this database is not replicated", status.db_name,
+                                  str(exc))
+                        self.give_up(exc)
+                    raise
+                self.prepare = None
+            self._let_go_of_replaced()
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
         except Exception as exc:
-            self._failed(exc, started, final)
+            if self.gave_up is None:
+                self._failed(exc, started, final)
             return False
         status.state = "running"
         status.generation = str(result.generation)
@@ -347,6 +373,32 @@ class Follower:
         self._verify = VerifyJob(r.db_path, r.db_name, lambda: r.storage, position)
         self._verify.start()
 
+    def give_up(self, exc: BaseException) -> None:
+        """Stop following this database for good: what failed cannot be fixed by retrying
+        (no bucket, refused credentials, no database file when the daemon started)."""
+        status = self.status
+        self.gave_up = status.last_error = str(exc) or type(exc).__name__
+        status.state = "failed"
+        kind = error_kind(exc)
+        status.errors[kind] = status.errors.get(kind, 0) + 1
+
+    def _let_go_of_replaced(self) -> None:
+        """A database replaced under us (``mv new.db app.db``) or removed: close our read
+        transaction on the old file (SQLite, closing it last, copies its WAL into it and
+        removes that WAL), then the descriptors this process keeps of it, once a background
+        snapshot no longer pins it. The next acquire opens what is at the path now."""
+        r = self.replicator
+        if self._lock.replaced():
+            log.warning("db=%s event=database_replaced path=%s: the file was replaced or "
+                        "removed; letting go of the old one%s", r.db_name, r.db_path,
+                        " (its frames not shipped yet are not shipped)"
+                        if self.status.behind_since is not None else "")
+            self._lock.close()
+            self._old_file_open = True
+        if self._old_file_open and (self._job is None or not self._job.pinning):
+            close_replaced([r.db_path, shm_path(r.db_path)])
+            self._old_file_open = False
+
     def _retain(self) -> None:
         """Remove the generations that no point of the retention window needs (the one that
         covers the window's start, and every generation a kept one restores through, stay)."""
@@ -392,9 +444,9 @@ class Follower:
             if outcome.busy:
                 self._checkpoint_not_before = (time.monotonic()
                                                + CHECKPOINT_RETRY_POLLS * self.options.interval)
-                log.info("db=%s event=checkpoint_busy wal_frames=%d", self.status.db_name,
-                         wal_frames)
+                self._checkpoint_blocked(wal_frames)
             return
+        self._checkpoint_unblocked()
         self.status.checkpoints += 1
         if outcome.pinned is not None and outcome.child is not None:
             log.info("db=%s event=snapshot_started generation=%s reason=%r",
@@ -402,6 +454,34 @@ class Follower:
             self._job = SnapshotJob(r, outcome.pinned, outcome.child, self._stop)
             self._job.start()
         r.ship_tail()  # a failure is retried by the next sync, before anything else
+
+    def _checkpoint_blocked(self, wal_frames: int) -> None:
+        """Our checkpoint could not copy the WAL back (a reader of the app's holds an older
+        snapshot, or its writer never paused): said once at INFO; once the WAL has grown
+        past WARN_FACTOR x checkpoint_pages meanwhile, warned once, and kept in the status
+        until a checkpoint gets through."""
+        status = self.status
+        if status.checkpoint_blocked_since is None:
+            status.checkpoint_blocked_since = time.time()
+            log.info("db=%s event=checkpoint_busy wal_frames=%d", status.db_name, wal_frames)
+        else:
+            log.debug("db=%s event=checkpoint_busy wal_frames=%d", status.db_name, wal_frames)
+        if status.warning is None and wal_frames >= WARN_FACTOR * self.options.checkpoint_pages:
+            blocked = time.time() - status.checkpoint_blocked_since
+            status.warning = (f"checkpoints blocked for {blocked:.0f}s, WAL at {wal_frames} "
+                              "frames: a long read transaction of the application (or a "
+                              "writer that never pauses) keeps them from copying the WAL back")
+            log.warning("db=%s event=checkpoint_blocked wal_frames=%d blocked_seconds=%.0f: "
+                        "a long read transaction of the application (or a writer that never "
+                        "pauses) keeps the daemon's checkpoints from copying the WAL back, so "
+                        "the WAL grows until it ends", status.db_name, wal_frames, blocked)
+
+    def _checkpoint_unblocked(self) -> None:
+        status = self.status
+        if status.warning is not None:
+            log.info("db=%s event=checkpoint_unblocked after=%.0fs", status.db_name,
+                     time.time() - (status.checkpoint_blocked_since or time.time()))
+        status.checkpoint_blocked_since = status.warning = None
 
     def _behind(self) -> None:
         """A sync found committed frames to ship: the lag counts from this poll's start, so
@@ -436,8 +516,6 @@ class Follower:
             status.behind_since = started
         self._backoff = min(self.options.max_backoff,
                             max(FIRST_BACKOFF, self._backoff * 2 or FIRST_BACKOFF))
-        from .errors import BottomlessError
-
         if isinstance(exc, BottomlessError):
             log.error("db=%s event=sync_failed failures=%d retry_in=%.0fs error=%r",
                       status.db_name, status.consecutive_failures, self._backoff, str(exc))

@@ -139,6 +139,12 @@ def generation_from_prefix(db_name: str, prefix: str) -> uuid.UUID | None:
         return None
 
 
+def database_from_prefix(prefix: str) -> str | None:
+    """The database name of a listed common prefix ``DB-GEN/``, or None for other names."""
+    name = prefix[:-len("-00000000-0000-0000-0000-000000000000/")]
+    return name if name and generation_from_prefix(name, prefix) is not None else None
+
+
 def object_key(db_name: str, gen: uuid.UUID, name: str) -> str:
     return generation_prefix(db_name, gen) + name
 

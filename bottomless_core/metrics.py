@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -82,6 +83,10 @@ class DaemonCollector(Collector):
                 "bottomless_chain_depth",
                 "Generations a restore of the newest one goes through to reach a snapshot",
                 labels=db),
+            "blocked": GaugeMetricFamily(
+                "bottomless_checkpoint_blocked_seconds",
+                "How long the daemon's checkpoints have been failing (a long read transaction "
+                "of the application's; 0: not blocked)", labels=db),
             "up": GaugeMetricFamily(
                 "bottomless_replicating", "1 while the database's last poll succeeded",
                 labels=db),
@@ -127,6 +132,9 @@ class DaemonCollector(Collector):
             fams["wal_bytes"].add_metric(name, size)
             fams["wal_frames"].add_metric(name, s.wal_frames)
             fams["chain"].add_metric(name, s.chain_depth)
+            blocked = s.checkpoint_blocked_since
+            fams["blocked"].add_metric(name, 0.0 if blocked is None
+                                       else max(0.0, time.time() - blocked))
             fams["up"].add_metric(name, 1.0 if s.state == "running" else 0.0)
             fams["frames"].add_metric(name, s.frames_shipped)
             fams["bytes"].add_metric(name, s.bytes_shipped)

@@ -49,6 +49,7 @@ from .catalog import (
 )
 from .codec import Codec, CodecError, Readable, iter_decompressed, iter_decompressed_stream
 from .database import check_sqlite_file, open_by_another_process, resolve_db_path
+from .dates import format_utc
 from .errors import (
     CorruptBackupError,
     LocalDatabaseError,
@@ -145,7 +146,7 @@ def plan_restore(storage: ObjectStore, db_name: str, generation: uuid.UUID | Non
                          "interrupted)")
             continue
         return RestorePlan(_chain(storage, db_name, g, notes, order), notes)
-    when = f" created at or before {utc_time:%Y-%m-%d %H:%M:%S} UTC" if utc_time else ""
+    when = f" created at or before {format_utc(utc_time)} UTC" if utc_time else ""
     raise NoBackupError(f"no generation of {db_name!r}{when} in bucket {storage.bucket!r}")
 
 

@@ -26,6 +26,7 @@ from .catalog import (
     read_tombstone,
     walk_chain,
 )
+from .dates import format_utc
 from .errors import NotFoundError
 from .progress import NoProgress, Progress
 from .store.base import ObjectStore
@@ -108,7 +109,7 @@ def _aged_out(storage: ObjectStore, db_name: str, index: list[GenerationSummary]
     if (covering is not None and covering in candidates and not is_dead(existing, covering)
             and older_than is not None):
         candidates.remove(covering)
-        plan.keep.append((covering, f"it covers {older_than:%Y-%m-%d %H:%M:%S} UTC "
+        plan.keep.append((covering, f"it covers {format_utc(older_than)} UTC "
                                     "(restore --utc-time at that moment needs it)"))
     return candidates
 

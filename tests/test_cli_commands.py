@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -106,7 +107,7 @@ def test_verify_and_restore_verify(run: Cli, history: dict, tmp_path: Path) -> N
     oldest = history["gens"][1]
     out = run("--db-name", "app.db", "verify", "-g", str(oldest))
     # its 3 batches, compacted into one pack when the next generation replaced it
-    assert "5 frames from 0 batches and 1 page packs" in out.stdout, out.stdout
+    assert "5 frames from 0 batches and 1 page pack," in out.stdout, out.stdout
     target = tmp_path / "never.db"
     out = run("-d", str(target), "--db-name", "app.db", "restore", "--verify")
     assert "verified" in out.stdout
@@ -117,10 +118,10 @@ def test_verify_and_restore_verify(run: Cli, history: dict, tmp_path: Path) -> N
 def test_rm_generation_verbose(run: Cli, history: dict, storage: S3Store) -> None:
     newest, oldest = history["gens"]
     out = run("--db-name", "app.db", "rm", "-g", str(oldest), "--dry-run")
-    assert "Would remove 1 generations" in out.stdout
-    assert len(list(catalog.list_generations(storage, "app.db"))) == 2
+    assert out.stdout.splitlines()[-1] == "Would remove 1 generation"  # (issue 16: not "1
+    assert len(list(catalog.list_generations(storage, "app.db"))) == 2  # generations")
     out = run("--db-name", "app.db", "rm", "-g", str(oldest), "-v")
-    assert "Removed 1 generations" in out.stdout
+    assert "Removed 1 generation (" in out.stdout
     assert list(catalog.list_generations(storage, "app.db")) == [newest]
     assert not list(storage.list_objects(layout.generation_prefix("app.db", oldest)))
 
@@ -130,7 +131,7 @@ def test_rm_older_than_keeps_newest(run: Cli, history: dict, storage: S3Store,
     newest = history["gens"][0]
     out = run("--db-name", "app.db", "rm", "--older-than", "2030-01-01", "-v")
     assert f"kept {newest}: it is the newest generation" in out.stderr
-    assert "Removed 1 generations" in out.stdout
+    assert "Removed 1 generation (" in out.stdout
     assert list(catalog.list_generations(storage, "app.db")) == [newest]
     assert catalog.read_tombstone(storage, "app.db") is None  # removed once the work is done
     run("--db-name", "app.db", "restore", "-o", str(tmp_path / "r.db"))
@@ -191,3 +192,83 @@ def test_ls_with_thousands_of_generations(run: Cli, storage: S3Store) -> None:
     assert listed == list(reversed(gens))  # newest first, one line each, across pages
     assert run("--db-name", "many", "ls", "-l", "3").stdout.split() == [
         str(g) for g in reversed(gens[-3:])]
+
+
+def test_global_options_after_the_command(run: Cli, history: dict, tmp_path: Path) -> None:
+    """Issue 16: `ls -d app.db` said "No such option '-d'"."""
+    newest, oldest = history["gens"]
+    db = str(history["db"])
+    assert run("ls", "-d", db).stdout.split() == [str(newest), str(oldest)]
+    assert run("ls", "--db-name=app.db", "-l", "1").stdout.split() == [str(newest)]
+    assert run("-b", "elsewhere", "ls", "-d", db, "-b", run.env["LIBSQL_BOTTOMLESS_BUCKET"]
+               ).stdout.split() == [str(newest), str(oldest)]  # the later one wins
+    out = tmp_path / "r.db"
+    run("restore", "-o", str(out), "-d", db)
+    assert dump(out) == history["states"][3]
+
+
+def test_a_name_without_backups(run: Cli, history: dict) -> None:
+    """Issue 16: `ls` of a name with no backups printed nothing."""
+    bucket = run.env["LIBSQL_BOTTOMLESS_BUCKET"]
+    for args in ([], ["-v"]):
+        out = run("--db-name", "nothing.db", "ls", *args)
+        assert out.stdout == ""
+        assert out.stderr == f"no generations of 'nothing.db' in bucket '{bucket}'\n"
+    out = run("--db-name", "app.db", "ls", "--older-than", "2000-01-01")
+    assert "no generations of 'app.db' matching --older-than/--newer-than" in out.stderr
+    assert run("--db-name", "nothing.db", "ls", "--json").stdout.strip() == "[]"
+
+
+def test_times_are_said_with_four_digit_years(run: Cli, history: dict) -> None:
+    """Issue 16: `-u 0001-01-01` was echoed as `1-01-01`."""
+    out = run("--db-name", "app.db", "restore", "-u", "0001-01-01", "-o", "x.db", code=1)
+    assert "created at or before 0001-01-01 00:00:00 UTC" in out.stderr
+    out = run("--db-name", "app.db", "rm", "--older-than", "0099-01-01", "--dry-run")
+    assert out.stdout.splitlines()[-1] == "Would remove 0 generations"
+
+
+def test_restore_from_a_directory_under_another_name(run: Cli, history: dict,
+                                                     tmp_path: Path) -> None:
+    """Issue 16: `restore --from-dir` with another -d gave no hint about --db-name."""
+    copy = tmp_path / "copy"
+    run("--db-name", "app.db", "copy", "--to-dir", str(copy))
+    out = run("-d", str(tmp_path / "other.db"), "restore", "--from-dir", str(copy), code=1)
+    assert f"{copy} holds 'app.db': give --db-name app.db" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    run("-d", str(tmp_path / "other.db"), "--db-name", "app.db", "restore", "--from-dir",
+        str(copy))
+    assert dump(tmp_path / "other.db") == history["states"][3]
+
+
+def test_once_says_which_options_are_the_daemons(run: Cli, tmp_path: Path) -> None:
+    """Issue 16: --once silently ignored --retention, --metrics-addr, --status-file."""
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 5)
+    out = run("-d", str(db), "replicate", "--once", "--retention", "7d", "--metrics-addr",
+              "127.0.0.1:9", "--status-file", str(tmp_path / "s.json"), "--compression", "gzip")
+    notes = [line for line in out.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --retention, --metrics-addr, --status-file apply to the daemon "
+                     "only (replicate without --once): ignored here"]
+    assert not (tmp_path / "s.json").exists()
+    out = run("-d", str(db), "replicate", "--once", "--compression", "gzip")
+    assert "note:" not in out.stderr
+    conn.close()
+
+
+def test_sizes_say_what_they_count(run: Cli, tmp_path: Path) -> None:
+    """Issue 16: `replicate` said `snapshot 148 bytes` where `ls -v` said 363 for the same
+    object (the image before encryption; the object stored)."""
+    from pyrage import x25519
+
+    recipient = str(x25519.Identity.generate().to_public())
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 50)
+    out = run("--age-recipient", recipient, "-d", str(db), "replicate", "--once")
+    assert re.search(r"snapshot [\d,]+ bytes compressed, before age encryption, "
+                     r"\d+ frames? in 1 batch$", out.stdout.strip()), out.stdout
+    out = run("-d", str(db), "ls", "-v")
+    assert re.search(r"snapshot size +[\d,]+ bytes stored \(compressed, age-encrypted\)",
+                     out.stdout), out.stdout
+    conn.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,52 @@ def test_missing_bucket(run: Cli, backed_up: Path) -> None:
     for args in (["ls"], ["replicate", "--once"], ["restore", "--force"], ["rm", "-g",
                  "00000000-0000-7000-8000-000000000000"]):
         out = run("-b", "no-such-bucket", "-d", str(backed_up), *args, code=1)
-        _one_error_line(out.stderr, "bucket 'no-such-bucket' does not exist")
+        _one_error_line(out.stderr, "bucket 'no-such-bucket' does not exist",
+                        "--create-bucket")  # (issue 16: the S3 one did not say)
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """A web server, not S3: every request gets a page with the class's status."""
+
+    status = 200
+
+    def _page(self) -> None:
+        body = b"<!DOCTYPE html><html><body><p>Welcome<br></body></html>"
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _page
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [200, 404, 403])
+def test_an_endpoint_that_is_no_s3_server(run: Cli, backed_up: Path, status: int) -> None:
+    """Issue 16: a web server's 404 said 'bucket does not exist', a 200 page listed nothing
+    (ls exit 0) or failed deep in the lease."""
+    handler = type("Page", (_WebPage,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    before = backed_up.read_bytes()
+    try:
+        for args in (["ls"], ["replicate", "--once"], ["restore", "--force"]):
+            out = run("-e", endpoint, "-d", str(backed_up), *args, code=1,
+                      env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
+            _one_error_line(out.stderr, f"the endpoint {endpoint} does not answer as S3",
+                            "text/html page")
+            assert "HTTP 500" not in out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert backed_up.read_bytes() == before
 
 
 def test_create_bucket_only_when_asked(run: Cli, tmp_path: Path, s3: SeaweedServer) -> None:
@@ -205,6 +252,7 @@ def test_debug_shows_traceback(run: Cli, tmp_path: Path) -> None:
     (["restore", "--no-such-option"], "No such option"),
     (["rm", "--keep-last", "0"], "--keep-last"),
     (["-d", "{tmp}/app.db", "restore", "-o", "{tmp}"], "is a directory"),
+    (["ls", "-d"], "option -d needs a value"),  # (after the command: issue 16)
 ])
 def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: str) -> None:
     """Option values click refuses read like every other error (the installed command)."""
@@ -214,3 +262,37 @@ def test_usage_errors_are_one_line_too(tmp_path: Path, args: list[str], needle: 
                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 2, out
     _one_error_line(out.stderr, needle)
+
+
+@pytest.mark.parametrize("command", ["rm", "restore", "ls", "verify", "copy", "snapshot"])
+def test_an_empty_generation_is_a_usage_error(run: Cli, backed_up: Path, tmp_path: Path,
+                                              storage: S3Store, command: str) -> None:
+    """Issue 16: `rm -g ""` gave 'unexpected ValueError' with exit 1."""
+    before = _snapshot(storage)
+    extra = ["--to-dir", str(tmp_path / "copy")] if command == "copy" else []
+    out = run("-d", str(backed_up), command, "-g", "", *extra, code=2)
+    _one_error_line(out.stderr, "-g/--generation is empty")
+    assert _snapshot(storage) == before
+
+
+def test_a_full_disk_where_the_lock_file_lives(run: Cli, backed_up: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: 'unexpected OSError' without the path."""
+    import errno
+    import os
+
+    real = os.pwrite
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".bottomless-lock"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    before = backed_up.read_bytes()
+    out = run("-d", str(backed_up), "replicate", "--once", code=1)
+    _one_error_line(out.stderr, f".{backed_up.name}.bottomless-lock",
+                    "cannot write the replicator lock file (No space left on device)")
+    monkeypatch.undo()
+    run("-d", str(backed_up), "replicate", "--once")  # the lock was let go
+    assert backed_up.read_bytes() == before

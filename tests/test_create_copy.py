@@ -174,7 +174,7 @@ def test_copy_follows_a_snapshotless_chain(run: Cli, tmp_path: Path, storage: S3
     assert newest.snapshot is None and newest.parent is not None
     copy = tmp_path / "copy"
     out = run("-d", str(db), "copy", "--to-dir", str(copy))
-    assert "1 generations it restores through" in out.stdout
+    assert "and the 1 generation it restores through" in out.stdout  # (not "1 generations")
     target = tmp_path / "offline.db"
     run("--db-name", "chain.db", "restore", "--from-dir", str(copy), "-o", str(target),
         env={"LIBSQL_BOTTOMLESS_ENDPOINT": UNREACHABLE})

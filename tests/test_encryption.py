@@ -678,3 +678,28 @@ def test_config_key_files_are_relative_to_the_config(tmp_path: Path,
         config.write_text(f'[[databases]]\npath = "a.db"\n{bad}\n')
         with pytest.raises(ConfigError, match="empty age recipient"):
             load_config(config)
+
+
+def test_age_keygen_makes_a_key_pair_that_works(run: Cli, tmp_path: Path,
+                                                storage: S3Store) -> None:
+    """Issue 16: the docs used age-keygen without saying where it comes from."""
+    key = tmp_path / "age-key.txt"
+    public = run("age-keygen", "-o", str(key)).stdout.strip()
+    assert public.startswith("age1")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert f"# public key: {public}" in key.read_text()
+    assert run("age-keygen", "-y", str(key)).stdout.strip() == public
+    before = key.read_bytes()
+    out = run("age-keygen", "-o", str(key), code=2)
+    assert out.stderr.startswith("error: ") and "not overwriting" in out.stderr
+    assert key.read_bytes() == before
+    db = tmp_path / "app.db"
+    conn = open_wal_db(db)
+    _marked_rows(conn, 20)
+    run("--age-recipient", public, "-d", str(db), "replicate", "--once")
+    assert all(MARK.encode() not in storage.get(o.key) for o in storage.list_objects(""))
+    run("--age-identity", str(key), "-d", str(db), "restore", "-o", str(tmp_path / "r.db"))
+    assert dump(tmp_path / "r.db") == dump_conn(conn)
+    conn.close()
+    stdout = run("age-keygen").stdout  # no -o: the key file itself, as age-keygen writes it
+    assert x25519.Identity.from_str(stdout.splitlines()[-1])

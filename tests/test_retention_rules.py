@@ -106,7 +106,7 @@ def test_rm_dry_run_over_many_generations_makes_few_requests(
     oldest = gens[0]
     out = run("--db-name", "many", "rm", "-g", str(oldest), "--dry-run")
     assert out.stdout.splitlines()[0].startswith(f"would remove {oldest}")
-    assert "Would remove 1 generations" in out.stdout
+    assert "Would remove 1 generation\n" in out.stdout
     assert 2 <= len(sent) < 20, sent  # the counter sees requests; there are few of them
     for args in (["--older-than", datetime.fromtimestamp(1_700_000_250, UTC).isoformat()],
                  ["--keep-last", "10"]):

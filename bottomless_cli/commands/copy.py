@@ -10,6 +10,7 @@ from bottomless_core.transfer import copy_to_directory
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
+from ..render import plural
 
 
 @click.command()
@@ -33,7 +34,7 @@ def copy(app: App, generation: str | None, to_dir: Path) -> None:
     gen = parse_generation_option(generation)
     with progress_for(app.err, app.interactive) as progress:
         result = copy_to_directory(app.storage, app.db_name, to_dir, gen, progress)
-    chain = (f" and the {len(result.chain) - 1} generations it restores through"
+    chain = (f" and the {plural(len(result.chain) - 1, 'generation')} it restores through"
              if len(result.chain) > 1 else "")
     click.echo(f"copied generation {result.generation}{chain} to {to_dir}: "
-               f"{result.objects} objects, {result.bytes} bytes")
+               f"{plural(result.objects, 'object')}, {result.bytes:,} bytes as stored")

@@ -11,6 +11,7 @@ from bottomless_core.create import create_generation
 
 from ..context import App, pass_app
 from ..progress import progress_for
+from ..render import compressed_size
 from .replicate import compression_option
 
 
@@ -38,5 +39,5 @@ def create(app: App, source_db: Path, compression: Codec) -> None:
         result = create_generation(source_db, app.storage, name, compression,
                                    progress=progress)
     click.echo(f"new generation {result.generation} of {name!r} from {source_db}: "
-               f"{result.raw_size} bytes ({result.page_size}-byte pages), snapshot "
-               f"{result.snapshot_bytes} bytes")
+               f"{result.raw_size:,} bytes ({result.page_size}-byte pages), snapshot "
+               f"{compressed_size(result.snapshot_bytes, app.age.encrypting)}")

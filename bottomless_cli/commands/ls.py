@@ -59,6 +59,10 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
                 if (before is None or layout.generation_time(g) < before)
                 and (after is None or layout.generation_time(g) > after))
     chosen = list(itertools.islice(selected, limit))
+    if not chosen and not as_json:  # (said on stderr: stdout stays a list, here empty)
+        which = " matching --older-than/--newer-than" if before or after else ""
+        click.echo(f"no generations of {app.db_name!r}{which} in bucket "
+                   f"{storage.bucket!r}", err=True)
     if verbose or generation:
         details = [describe_generation(storage, app.db_name, g) for g in chosen]
         cache = {d.id: d for d in details}

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from bottomless_core.config import DatabaseConfig, database_config, load_config
-from bottomless_core.daemon import StoreFor, run_daemon, store_opener
-from bottomless_core.errors import BottomlessError, ConfigError
+from bottomless_core.daemon import StoreOpener, run_daemon
+from bottomless_core.errors import BottomlessError, ConfigError, UnreachableError
 from bottomless_core.layout import libsql_page_size_note
 from bottomless_core.replicator import ReplicateResult, replicate_once
 from bottomless_core.settings import SPECS
@@ -21,6 +22,7 @@ from ..context import App, pass_app
 from ..logs import setup_daemon_logging
 from ..options import setting_option, setting_options
 from ..progress import progress_for
+from ..render import compressed_size, plural
 
 log = logging.getLogger("bottomless.cli")
 
@@ -79,35 +81,55 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
     else:
         databases = [database_config({**where, **given, "path": app.require_database(),
                                       "db_name": app.db_name})]
-    store_for = store_opener(create_bucket)
+    stores = StoreOpener(create_bucket)
     if once:
-        _start_up(app, databases, store_for, click.echo)
-        _once(app, databases, store_for)
+        _note_daemon_only(click.get_current_context())
+        _start_up(app, databases, stores, click.echo)
+        _once(app, databases, stores)
         return
     setup_daemon_logging(app.debug)
-    _start_up(app, databases, store_for,
-              lambda line: log.info("event=restore_if_missing %s", line))
-    run_daemon(databases, store_for, status_file)
+    _start_up(app, databases, stores,
+              lambda line: log.info("event=restore_if_missing %s", line), daemon=True)
+    run_daemon(databases, stores, status_file)
 
 
-def _start_up(app: App, databases: list[DatabaseConfig], store_for: StoreFor,
-              say: Callable[[str], object]) -> None:
-    """--restore-if-missing: restore (or create) each missing or empty database first."""
+def _note_daemon_only(ctx: click.Context) -> None:
+    """--once has no use for the daemon's options: say so once, naming those given."""
+    given = [f"--{name.replace('_', '-')}" for name in (*SPECS, "status_file")
+             if (name == "status_file" or SPECS[name].daemon_only)
+             and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                    ParameterSource.ENVIRONMENT)]
+    if given:
+        click.echo(f"note: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} "
+                   "to the daemon only (replicate without --once): ignored here", err=True)
+
+
+def _start_up(app: App, databases: list[DatabaseConfig], stores: StoreOpener,
+              say: Callable[[str], object], daemon: bool = False) -> None:
+    """--restore-if-missing: restore (or create) each missing or empty database first. (A
+    database with content needs no request: the daemon then retries an endpoint that does
+    not answer yet, --create-bucket included.)"""
     for db in databases:
         if db.settings.restore_if_missing:
+            try:
+                stores.prepare(db)
+            except UnreachableError:
+                if not daemon:
+                    raise
             with progress_for(app.err, app.interactive) as progress:
-                line = restore_if_missing(db.path, store_for(db), db.db_name, progress)
+                line = restore_if_missing(db.path, stores(db), db.db_name, progress)
             if line is not None:
                 say(line)
 
 
-def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> None:
+def _once(app: App, databases: list[DatabaseConfig], stores: StoreOpener) -> None:
     """Each database in turn; one that fails does not keep the others from being backed up."""
     failed: list[str] = []
     for db in databases:
         try:
+            stores.prepare(db)
             with progress_for(app.err, app.interactive) as progress:
-                result = replicate_once(db.path, store_for(db), db.db_name,
+                result = replicate_once(db.path, stores(db), db.db_name,
                                         db.settings.replicate_options(), progress)
         except BottomlessError as exc:
             if len(databases) == 1:
@@ -134,12 +156,14 @@ def _once(app: App, databases: list[DatabaseConfig], store_for: StoreFor) -> Non
 
 def _describe(db: DatabaseConfig, result: ReplicateResult, named: bool) -> str:
     who = f"{db.db_name}: " if named else ""
+    shipped = (f"{plural(result.frames_shipped, 'frame')} in "
+               f"{plural(result.batches_shipped, 'batch', 'batches')}")
     if result.new_generation:
         snapshot = ("no snapshot (restores through its parent)" if result.snapshotless
-                    else f"snapshot {result.snapshot_bytes} bytes")
-        return (f"{who}new generation {result.generation} ({result.reason}): {snapshot}, "
-                f"{result.frames_shipped} frames in {result.batches_shipped} batches")
+                    else "snapshot "
+                    + compressed_size(result.snapshot_bytes, db.age.encrypting))
+        return f"{who}new generation {result.generation} ({result.reason}): {snapshot}, {shipped}"
     if result.batches_shipped:
-        return (f"{who}generation {result.generation}: shipped {result.frames_shipped} frames "
-                f"in {result.batches_shipped} batches (up to frame {result.last_frame})")
+        return (f"{who}generation {result.generation}: shipped {shipped} (up to frame "
+                f"{result.last_frame})")
     return f"{who}generation {result.generation}: up to date (frame {result.last_frame})"

@@ -8,13 +8,15 @@ import click
 
 from bottomless_core.catalog import newest_generation
 from bottomless_core.dates import parse_utc_time
-from bottomless_core.errors import ConfigError, CorruptBackupError
+from bottomless_core.errors import ConfigError, CorruptBackupError, NoBackupError
+from bottomless_core.layout import database_from_prefix
 from bottomless_core.restore import RestoreResult, live_user
 from bottomless_core.restore import restore as restore_database
 from bottomless_core.transfer import directory_store
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
+from ..render import plural
 
 generation_option = click.option("-g", "--generation",
                                  help="Generation id (default: the newest).")
@@ -57,12 +59,25 @@ def refuse_damage(result: RestoreResult) -> None:
 def describe(result: RestoreResult) -> str:
     chain = ""
     if len(result.chain) > 1:
-        chain = f" (snapshot from {result.chain[0]}, {len(result.chain)} generations)"
-    packs = f" and {result.packs_applied} page packs" if result.packs_applied else ""
-    return (f"generation {result.generation}{chain}: {result.pages} pages of "
-            f"{result.page_size} bytes, {result.frames_applied} frames from "
-            f"{result.batches_applied} batches{packs}, change counter {result.change_counter}, "
-            f"integrity {result.integrity}")
+        chain = (f" (snapshot from {result.chain[0]}, "
+                 f"{plural(len(result.chain), 'generation')})")
+    packs = (f" and {plural(result.packs_applied, 'page pack')}" if result.packs_applied
+             else "")
+    return (f"generation {result.generation}{chain}: {plural(result.pages, 'page')} of "
+            f"{result.page_size} bytes, {plural(result.frames_applied, 'frame')} from "
+            f"{plural(result.batches_applied, 'batch', 'batches')}{packs}, change counter "
+            f"{result.change_counter}, integrity {result.integrity}")
+
+
+def _names_hint(app: App, from_dir: Path) -> str:
+    """Which databases a copy directory holds, when not the one asked for (``-d other.db``
+    names ``other.db``: the copy was made under its own name)."""
+    names = sorted({n for p in app.storage.stored.list_prefixes("")
+                    if (n := database_from_prefix(p)) is not None})
+    if not names or app.db_name in names:
+        return ""
+    return (f"; {from_dir} holds {', '.join(repr(n) for n in names)}: give --db-name "
+            f"{names[0]} (with -d or -o for where it goes)")
 
 
 @click.command()
@@ -113,7 +128,12 @@ def restore(app: App, generation: str | None, utc_time: str | None, output: Path
                        "restore")
             return
     live = live_user(target) if force and not verify_only else None
-    result = run_restore(app, target, generation, utc_time, force, verify_only)
+    try:
+        result = run_restore(app, target, generation, utc_time, force, verify_only)
+    except NoBackupError as exc:
+        if from_dir is None:
+            raise
+        raise NoBackupError(f"{exc}{_names_hint(app, from_dir)}") from None
     if verify_only:
         refuse_damage(result)
     print_notes(result)

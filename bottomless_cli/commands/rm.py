@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from bottomless_core import layout
-from bottomless_core.dates import parse_older_than
+from bottomless_core.dates import format_utc, parse_older_than
 from bottomless_core.errors import BottomlessError, ConfigError
 from bottomless_core.retention import plan_removal, remove_generations
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
+from ..render import plural
 
 
 @click.command()
@@ -58,13 +59,14 @@ def rm(app: App, generation: str | None, older_than: str | None, keep_last: int 
         click.echo(f"kept {kept}: {why}", err=True)
     if dry_run:
         for g in plan.remove:
-            click.echo(f"would remove {g} (created {layout.generation_time(g):%Y-%m-%d %H:%M:%S}"
+            click.echo(f"would remove {g} (created {format_utc(layout.generation_time(g))}"
                        " UTC)")
-        click.echo(f"Would remove {len(plan.remove)} generations")
+        click.echo(f"Would remove {plural(len(plan.remove), 'generation')}")
         return
     with progress_for(app.err, app.interactive) as progress:
         result = remove_generations(storage, app.db_name, plan, progress)
     if verbose:
         for g in plan.remove:
             click.echo(f"removed {g}")
-        click.echo(f"Removed {result.generations} generations ({result.objects} objects)")
+        click.echo(f"Removed {plural(result.generations, 'generation')} "
+                   f"({plural(result.objects, 'object')})")

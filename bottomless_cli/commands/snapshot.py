@@ -12,6 +12,7 @@ from bottomless_core.materialize import materialize_snapshot
 
 from ..context import App, parse_generation_option, pass_app
 from ..progress import progress_for
+from ..render import compressed_size
 from .replicate import compression_option
 
 
@@ -39,4 +40,5 @@ def snapshot(app: App, generation: str | None, compression: Codec) -> None:
     if size is None:
         click.echo(f"generation {done} already has a snapshot")
     else:
-        click.echo(f"generation {done}: uploaded a snapshot of {size} bytes")
+        click.echo(f"generation {done}: uploaded a snapshot of "
+                   f"{compressed_size(size, app.age.encrypting)}")

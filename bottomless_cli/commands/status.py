@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
-from bottomless_core.errors import ConfigError
+from bottomless_core.dates import format_utc
+from bottomless_core.errors import BottomlessError, ConfigError
+from bottomless_core.lease import system_id
+from bottomless_core.tempfiles import pid_alive
 
 from ..context import App, pass_app
+
+# The daemon rewrites its status file every second: this much older, it is not updating.
+STALE_AFTER = 30.0
 
 
 @click.command()
@@ -22,6 +30,9 @@ from ..context import App, pass_app
 def status(app: App, status_file: Path, as_json: bool) -> None:
     """Show lag, frames shipped, generations and the last error of each database.
 
+    Exits 1 (after showing the last status written) when the daemon is not running or has
+    stopped updating the file.
+
     \b
     Example:
       bottomless-cli status --status-file /run/bottomless.json
@@ -31,19 +42,57 @@ def status(app: App, status_file: Path, as_json: bool) -> None:
     except FileNotFoundError:
         raise ConfigError(f"{status_file}: no status file (is the daemon running with "
                           "--status-file?)") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ConfigError(f"{status_file}: not a status file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{status_file}: not a status file")
+    problem = not_running(data)
     if as_json:
         click.echo(json.dumps(data, indent=2))
-        return
-    age = time.time() - float(data.get("updated", 0))
-    table = Table(title=f"pid {data.get('pid')}, updated {age:.0f}s ago", header_style="bold")
-    for column in ("database", "state", "lag", "frames shipped", "generation",
-                   "generations started", "checkpoints", "last error"):
-        table.add_column(column, overflow="fold")
-    for db in data.get("databases", []):
-        table.add_row(db["db_name"], db["state"], f"{db['lag_seconds']:.1f}s",
-                      str(db["frames_shipped"]), db.get("generation") or "-",
-                      str(db["generations_started"]), str(db["checkpoints"]),
-                      db.get("last_error") or "-")
-    app.console.print(table)
+    else:
+        age = time.time() - float(data.get("updated", 0))
+        title = problem or f"running, updated {age:.0f}s ago"
+        app.console.print(f"[bold]pid {data.get('pid')}[/bold]: {title}")
+        for db in data.get("databases", []):
+            app.console.print(f"[bold]{db.get('db_name')}[/bold]")
+            app.console.print(_grid(db))
+    if problem:
+        raise BottomlessError(f"the daemon is {problem}")
+
+
+def not_running(data: dict[str, Any], now: float | None = None) -> str | None:
+    """Why the daemon that wrote ``data`` is not running or not updating it, or None. A pid
+    is judged only on the system that wrote it (same boot and pid namespace)."""
+    age = (now or time.time()) - float(data.get("updated", 0))
+    pid = data.get("pid")
+    same_system = data.get("system") is not None and data.get("system") == system_id()
+    if isinstance(pid, int) and same_system and not pid_alive(pid):
+        return f"not running (last update {age:.0f}s ago, pid {pid} gone)"
+    if age > STALE_AFTER:
+        return f"not updating its status (last update {age:.0f}s ago)"
+    return None
+
+
+def _grid(db: dict[str, Any]) -> Table:
+    """One database as key: value lines (a generation id never wraps at 80 columns)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    success = db.get("last_success")
+    rows = [
+        ("state", str(db.get("state"))),
+        ("lag", f"{db.get('lag_seconds', 0):.1f}s"),
+        ("generation", db.get("generation") or "-"),
+        ("frames shipped", str(db.get("frames_shipped", 0))),
+        ("local WAL frames", str(db.get("wal_frames", 0))),
+        ("generations started", str(db.get("generations_started", 0))),
+        ("checkpoints", str(db.get("checkpoints", 0))),
+        ("chain depth", str(db.get("chain_depth", 0))),
+        ("last success", "-" if success is None else
+         format_utc(datetime.fromtimestamp(success, UTC)) + " UTC"),
+        ("last error", db.get("last_error") or "-"),
+        ("warning", db.get("warning") or "-"),
+    ]
+    for key, value in rows:
+        grid.add_row(f"  {key}", value)
+    return grid

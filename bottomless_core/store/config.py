@@ -37,16 +37,20 @@ class ServerSideEncryption:
 
     @classmethod
     def parse(cls, algorithm: str | None, kms_key_id: str | None = None,
+              names: tuple[str, str] = ("--sse", "--sse-kms-key-id"),
               ) -> ServerSideEncryption | None:
+        """``names``: what the two values are called where they were given (a config file
+        names its keys)."""
+        sse, kms = names
         if not algorithm:
             if kms_key_id:
-                raise ConfigError("--sse-kms-key-id needs --sse aws:kms")
+                raise ConfigError(f"{kms} needs {sse} aws:kms")
             return None
         name = SSE_ALGORITHMS.get(algorithm.strip().lower())
         if name is None:
-            raise ConfigError(f"--sse {algorithm!r}: use AES256 or aws:kms")
+            raise ConfigError(f"{sse} {algorithm!r}: use AES256 or aws:kms")
         if kms_key_id and name != "aws:kms":
-            raise ConfigError("--sse-kms-key-id needs --sse aws:kms, not AES256")
+            raise ConfigError(f"{kms} needs {sse} aws:kms, not AES256")
         return cls(name, kms_key_id or None)
 
     def request_args(self) -> dict[str, str]:
@@ -118,3 +122,28 @@ def file_root(endpoint: str | None) -> Path | None:
         raise ConfigError(f"endpoint {endpoint!r} names no directory "
                           "(e.g. file:///var/backups/bottomless)")
     return Path(os.path.abspath(path))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_place(endpoint: str | None) -> str | None:
+    """The endpoint as two spellings of one place compare equal: scheme and host in lower
+    case, the default port spelled out, no trailing slash; a ``file:`` endpoint as its
+    directory's URI. None (AWS S3) stays None; what is no URL stays as it is."""
+    if endpoint is None:
+        return None
+    root = file_root(endpoint)
+    if root is not None:
+        return root.as_uri()
+    parts = urllib.parse.urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower()
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is no number: compared as written
+        return endpoint
+    if not scheme or host is None:
+        return endpoint
+    port = port or _DEFAULT_PORTS.get(scheme)
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}{f':{port}' if port else ''}{parts.path.rstrip('/')}"

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -21,6 +22,7 @@ from ..errors import (
     NotFoundError,
     PreconditionFailedError,
     StorageError,
+    UnreachableError,
 )
 from .base import ObjectInfo, ObjectStore, RequestCounter
 from .config import DEFAULT_REGION, StorageConfig
@@ -37,8 +39,24 @@ _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "F
                "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed", "403"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+# What any S3 server's ListObjectsV2 answer holds, and the gateway errors (a proxy in front of
+# S3 that is failing: an outage, not a wrong endpoint) that carry no S3 error code.
+_LISTING_FIELDS = {"IsTruncated", "KeyCount", "MaxKeys", "Name"}
+_GATEWAY_STATUSES = {502, 503, 504}
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "Throttling",
                       "ThrottlingException", "RequestTimeout", "500", "502", "503", "504"}
+
+
+def _not_s3(response: dict[str, Any]) -> bool:
+    """An error answer no S3 server gives to a listing: no S3 error code in its body (only
+    the HTTP status), other than a gateway's 502/503/504, or a web page (botocore calls a
+    200 page it cannot parse a 500)."""
+    code = str(response.get("Error", {}).get("Code", ""))
+    meta = response.get("ResponseMetadata", {})
+    status = meta.get("HTTPStatusCode")
+    html = meta.get("HTTPHeaders", {}).get("content-type", "").startswith("text/html")
+    return ((not code or code.isdigit()) and status not in _GATEWAY_STATUSES
+            and (status != 500 or html))
 
 
 class _Body:
@@ -98,10 +116,13 @@ class S3Store(ObjectStore):
         except (botocore.exceptions.EndpointConnectionError,
                 botocore.exceptions.ConnectTimeoutError,
                 botocore.exceptions.ConnectionClosedError) as exc:
-            raise StorageError(f"cannot reach S3 endpoint {where}: "
-                               f"{type(exc).__name__}") from None
+            raise UnreachableError(f"cannot reach S3 endpoint {where}: "
+                                   f"{type(exc).__name__}") from None
         except botocore.exceptions.ReadTimeoutError:
-            raise StorageError(f"S3 endpoint {where} timed out during {what}") from None
+            raise UnreachableError(f"S3 endpoint {where} timed out during {what}") from None
+        except botocore.exceptions.HTTPClientError as exc:  # the connection failed mid-way
+            raise UnreachableError(f"S3 endpoint {where}: the connection failed during {what} "
+                                   f"({type(exc).__name__})") from None
         except botocore.exceptions.ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "")) or str(
@@ -117,8 +138,8 @@ class S3Store(ObjectStore):
                 raise PreconditionFailedError(f"{what}: the object changed meanwhile "
                                               f"({code})") from None
             if code in _UNAVAILABLE_CODES:
-                raise StorageError(f"S3 endpoint {where} kept failing ({code}) during {what}, "
-                                   f"{self.config.max_attempts} attempts") from None
+                raise UnreachableError(f"S3 endpoint {where} kept failing ({code}) during "
+                                       f"{what}, {self.config.max_attempts} attempts") from None
             raise StorageError(f"S3 error during {what}: {code}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise StorageError(f"S3 request failed during {what}: {type(exc).__name__}") from None
@@ -131,15 +152,38 @@ class S3Store(ObjectStore):
         return self.config.endpoint or "AWS S3"
 
     def _missing_bucket(self) -> BucketNotFoundError:
-        return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {self.where}")
+        return BucketNotFoundError(f"bucket {self.bucket!r} does not exist at {self.where} "
+                                   "(create it, or replicate with --create-bucket)")
 
     def check_bucket(self) -> None:
-        """Fail early, with a clear message, if the bucket is missing or not ours to use."""
-        try:
-            with self._errors(f"checking bucket {self.bucket!r}"):
-                self._client.head_bucket(Bucket=self.bucket)
-        except NotFoundError:
-            raise self._missing_bucket() from None
+        """Fail early, with a clear message, if the bucket is missing or not ours to use, or
+        the endpoint is no S3 server. A listing rather than HEAD: every answer of an S3
+        server to it, success or error, is an XML document naming what it is; a web page
+        is not (HEAD has no body, and a web server's 404 looked like a missing bucket)."""
+        what = f"checking bucket {self.bucket!r}"
+        with self._errors(what):
+            try:
+                r = self._client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            except botocore.exceptions.ClientError as exc:
+                if _not_s3(exc.response):
+                    raise self._not_s3(exc.response) from None
+                raise
+            except botocore.parsers.ResponseParserError:
+                raise self._not_s3({}) from None
+        if not _LISTING_FIELDS & set(r):
+            raise self._not_s3(r)
+
+    def _not_s3(self, response: dict[str, Any]) -> StorageError:
+        meta = response.get("ResponseMetadata", {})
+        kind = meta.get("HTTPHeaders", {}).get("content-type", "").split(";")[0]
+        status = meta.get("HTTPStatusCode")
+        if status == 500 and kind == "text/html":
+            status = None  # (botocore's name for a page it could not read as XML)
+        answer = ", ".join(x for x in (kind and f"a {kind} page", status and f"HTTP {status}")
+                           if x)
+        return StorageError(f"the endpoint {self.where} does not answer as S3"
+                            f"{f' ({answer})' if answer else ''}: check -e / "
+                            "LIBSQL_BOTTOMLESS_ENDPOINT (the S3 API's address and port)")
 
     def create_bucket(self) -> None:
         with self._errors(f"creating bucket {self.bucket!r}"):
