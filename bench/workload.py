@@ -61,7 +61,7 @@ def build_database(path: Path, megabytes: float, seed: int = 1) -> int:
 def table_checksum(path: Path) -> tuple[int, str]:
     """(rows, SHA-256 over every row of t in id order)."""
     h = hashlib.sha256()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     n = 0
     for rid, updated, v in conn.execute("SELECT id, updated, v FROM t ORDER BY id"):
         h.update(f"{rid}|{updated}|{v}\n".encode())

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import layout
 from .catalog import Generation, newest_generation
 from .codec import Codec
+from .database import sqlite_uri
 from .dbheader import DB_HEADER_SIZE, NotSQLiteError, parse_db_header
 from .errors import LocalDatabaseError
 from .layout import Meta
@@ -102,7 +103,7 @@ def _check_source(source: Path) -> None:
 
 def _copy(source: Path, image: Path) -> None:
     """VACUUM INTO from a read-only connection, then WAL mode on the copy."""
-    uri = f"{source.resolve().as_uri()}?mode=ro"
+    uri = sqlite_uri(source, "mode=ro")
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:

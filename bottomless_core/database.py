@@ -37,6 +37,12 @@ def resolve_db_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def sqlite_uri(path: Path, query: str) -> str:
+    """A ``file:`` URI of ``path`` for sqlite3.connect(uri=True): percent-encoded, so that a
+    path holding '%', '?' or '#' (``eu%2Facme.db``) names that very file."""
+    return f"{path.resolve().as_uri()}?{query}"
+
+
 def wal_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + "-wal")
 
@@ -224,7 +230,7 @@ class ReadLock:
         """A connection of ours, noting which file it opens (before it opens it: a file
         swapped in between is taken for replaced once too often, never missed)."""
         self._opening = file_identity(self.db_path)
-        uri = f"file:{self.db_path.resolve()}?mode=rw"
+        uri = sqlite_uri(self.db_path, "mode=rw")
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None,
                                    timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
@@ -326,7 +332,7 @@ class WriteGate:
         """Take the write lock, trying for at most ``busy_ms``. An application that commits
         back to back leaves the lock free only for microseconds between transactions, and
         SQLite's own busy handler sleeps 1 to 100 ms between attempts, so we retry often."""
-        uri = f"file:{self.db_path}?mode=rw"
+        uri = sqlite_uri(self.db_path, "mode=rw")
         deadline = time.monotonic() + busy_ms / 1000
         try:
             self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0,
@@ -487,7 +493,7 @@ def check_sqlite_file(path: Path) -> tuple[str, DbHeader]:
         except NotSQLiteError as exc:
             return str(exc), DbHeader(0, 0, 0, 0, 0)
     # immutable=1: read the file as it is, no locks, no WAL lookup (there is none).
-    conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(sqlite_uri(path, "mode=ro&immutable=1"), uri=True)
     try:
         rows = conn.execute("PRAGMA integrity_check").fetchall()
     except sqlite3.DatabaseError as exc:

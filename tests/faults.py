@@ -233,7 +233,7 @@ _LOADER: Any = None
 
 def digest(path: Path | str) -> str:
     """SHA-256 over every row of every table (read through SQLite, read-only)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         return digest_conn(conn)
     finally:

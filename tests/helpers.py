@@ -27,7 +27,7 @@ def insert_rows(conn: sqlite3.Connection, n: int, start: int = 0, size: int = 10
 
 def dump(path: Path) -> dict[str, list[tuple]]:
     """Every row of every table, read through SQLite (opens read-only, creates nothing)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
@@ -43,7 +43,7 @@ def dump_conn(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
 
 
 def integrity(path: Path) -> str:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:

@@ -242,7 +242,7 @@ def check_restored(raw: Any, db_name: str, ours: Path | dict, *,
         head = (f"generation {result.generation}{chain}, {result.frames_applied} frames "
                 f"applied [{result.stopped()}]")
         try:
-            check = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            check = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
             try:
                 ok = check.execute("PRAGMA integrity_check").fetchone()[0]
             finally:

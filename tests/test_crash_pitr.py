@@ -302,7 +302,7 @@ SCHEMA = [("meta", "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), n 
 
 
 def read_n(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         return conn.execute("SELECT n FROM meta WHERE id = 0").fetchone()[0]
     finally:
@@ -311,8 +311,8 @@ def read_n(path: Path) -> int:
 
 def compare(path: Path, model: Model, immutable: bool = True) -> list[str]:
     """Differences between the database at ``path`` and the model (every row)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro{'&immutable=1' if immutable else ''}",
-                           uri=True)
+    query = "mode=ro&immutable=1" if immutable else "mode=ro"
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{query}", uri=True)
     problems: list[str] = []
     try:
         check = conn.execute("PRAGMA integrity_check").fetchall()

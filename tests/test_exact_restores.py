@@ -53,7 +53,7 @@ def test_point_in_time_never_includes_a_later_commit(run: Cli, tmp_path: Path,
 
 def _dump_image(path: Path) -> tuple[str, dict]:
     """integrity_check and rows of a database image, read as the file alone (no WAL)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         return ok, dump_conn(conn)

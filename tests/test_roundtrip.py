@@ -161,3 +161,17 @@ def test_restore_refuses_to_overwrite(run: Cli, tmp_path: Path) -> None:
     assert db.read_bytes() == before
     run("-d", str(db), "restore", "--force")
     assert len(dump(db)["t"]) == 10
+
+
+def test_a_path_with_uri_characters(run: Cli, tmp_path: Path) -> None:
+    """'%', '?' and '#' in a path name that very file (SQLite's file: URIs are encoded)."""
+    db = tmp_path / "eu%2Facme?v=1#x.db"
+    conn = open_wal_db(db)
+    insert_rows(conn, 30)
+    expected = dump_conn(conn)
+    run("-d", str(db), "--db-name", "eu%2Facme.db", "replicate", "--once")
+    conn.close()
+    out = tmp_path / "restored%20#1.db"
+    run("--db-name", "eu%2Facme.db", "restore", "-o", str(out))
+    assert dump(out) == expected
+    assert not (tmp_path / "eu").exists() and not (tmp_path / "restored .db").exists()
