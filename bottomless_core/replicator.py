@@ -48,7 +48,7 @@ from .progress import NoProgress, Progress
 from .snapshot import write_snapshot
 from .store.base import ObjectInfo, ObjectStore
 from .tempfiles import discard
-from .wal import Checksum
+from .wal import FRAME_HEADER_SIZE, Checksum
 from .writer import Writer
 
 log = logging.getLogger("bottomless.replicator")
@@ -57,6 +57,10 @@ BATCH_MAX_FRAMES = 10_000  # libsql's LIBSQL_BOTTOMLESS_BATCH_MAX_FRAMES default
 BATCH_MAX_BYTES = 16 << 20  # also cap the raw size: 10,000 frames of 64 KiB pages is 640 MiB
 CAPTURE_MAX_BYTES = 64 << 20  # WAL copied per round before it is shipped (Litestream: 64 MiB)
 UPLOAD_THREADS = 4  # batches compressed and uploaded side by side when there are several
+# replicate --once snapshots past the WAL fraction only once this much WAL waits to be
+# replayed (SQLite's own autocheckpoint: 1,000 pages of 4 KiB); below it a replay is quick
+# and a small database would get a snapshot at every run
+ONCE_SNAPSHOT_MIN_WAL = 4 << 20
 NO_WAL_CHECKSUM = (0, 0)  # .meta of a generation snapshotted while the WAL was empty
 
 
@@ -70,6 +74,10 @@ class ReplicateOptions:
     clock: Callable[[], float] = time.time  # stamps generation ids and batch names
     compaction_levels: tuple[int, ...] = LEVELS  # () for no compaction (compactor.py)
     drop_compacted_batches: bool = False
+    # replicate --once: a new generation with a snapshot once the WAL shipped since the last
+    # snapshot passes this fraction of the database (the daemon's policy, follower.py, gives
+    # a snapshot-less generation one in the background instead); None: never
+    snapshot_wal_fraction: float | None = None
 
 
 @dataclass
@@ -360,6 +368,12 @@ class Replicator:
             return _Decision(Action.NEW, f"generation {newest.id} has a gap in its WAL "
                                          "batches")
         if continues:
+            fraction = self.options.snapshot_wal_fraction
+            db_size = max(self.db_bytes, db_header.page_count * page_size)
+            if (fraction is not None and db_size and capture.new_frames > 0
+                    and self.chain.wal_bytes >= max(fraction * db_size, ONCE_SNAPSHOT_MIN_WAL)):
+                return _Decision(Action.NEW, f"{self.chain.wal_bytes} bytes of WAL since the "
+                                             f"last snapshot (database {db_size} bytes)")
             return _Decision(Action.CONTINUE, "local WAL continues the newest generation")
         # Nothing shipped on top of the snapshot yet: if the main file is still exactly the
         # snapshot, the current WAL (whatever its salts) applies on top of it.
@@ -735,9 +749,12 @@ def _chain_state(storage: ObjectStore, db_name: str, newest: Generation) -> Chai
     try:
         for link in walk_chain(newest, describer(storage, db_name)):
             state.since = link.created.timestamp()
+            # raw WAL bytes, as shipping counts them (the frames of the snapshot's own
+            # generation too: they are replayed on top of it)
+            frame = FRAME_HEADER_SIZE + (link.meta.page_size if link.meta else 4096)
+            state.wal_bytes += link.contiguous_frame * frame
             if not link.has_snapshot:
                 state.depth += 1
-                state.wal_bytes += sum(o.size for _, o in link.batches)
     except BrokenChain:
         pass
     return state

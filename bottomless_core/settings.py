@@ -148,8 +148,8 @@ class Settings:
         "giving the disk space back.", _number(int, 1), daemon_only=True)
     snapshot_wal_fraction: float = _setting(
         SNAPSHOT_WAL_FRACTION, "Give a new generation a full snapshot once the WAL shipped "
-        "since the last one passes this fraction of the database's size.",
-        _number(float, 0, low_open=True), daemon_only=True)
+        "since the last one passes this fraction of the database's size (--once too).",
+        _number(float, 0, low_open=True))
     snapshot_max_chain: int = _setting(
         SNAPSHOT_MAX_CHAIN, "...or once this many generations in a row have none (below "
         "libSQL's restore depth of 100).", _number(int, 1, 99), daemon_only=True)
@@ -185,6 +185,12 @@ class Settings:
         return ReplicateOptions(codec=self.compression, max_batch_frames=self.max_batch_frames,
                                 compaction_levels=self.compaction_levels,
                                 drop_compacted_batches=self.drop_compacted_batches)
+
+    def once_options(self) -> ReplicateOptions:
+        """replicate --once: the WAL fraction of the snapshot policy starts a generation with
+        a snapshot (it cannot checkpoint, so no snapshot-less one)."""
+        return dataclasses.replace(self.replicate_options(),
+                                   snapshot_wal_fraction=self.snapshot_wal_fraction)
 
     def follow_options(self) -> FollowOptions:
         return FollowOptions(interval=self.interval, checkpoint_pages=self.checkpoint_pages,

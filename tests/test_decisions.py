@@ -34,7 +34,12 @@ from bottomless_core.errors import (
     StorageError,
 )
 from bottomless_core.lease import LeaseRecord, lease_key, system_id, writer_identity
-from bottomless_core.replicator import ReplicateOptions, ReplicateResult, replicate_once
+from bottomless_core.replicator import (
+    ONCE_SNAPSHOT_MIN_WAL,
+    ReplicateOptions,
+    ReplicateResult,
+    replicate_once,
+)
 from bottomless_core.restore import plan_restore
 from bottomless_core.retention import plan_removal, remove_generations
 from bottomless_core.store.files import FileStore
@@ -314,6 +319,31 @@ def test_child_of_a_removed_parent_gets_a_snapshot(tmp_path: Path, store: FileSt
     finally:
         d.close()
         conn.close()
+
+
+def test_once_takes_a_snapshot_past_the_wal_fraction(db: tuple[Path, sqlite3.Connection],
+                                                     store: FileStore, tmp_path: Path) -> None:
+    """Issue 17: cron runs on a WAL that is never checkpointed used to continue one
+    generation for ever, so a restore replayed everything since its snapshot; the daemon's
+    WAL-fraction rule now applies to --once too (a generation with a fresh snapshot)."""
+    path, conn = db
+    first = once(path, store, snapshot_wal_fraction=0.5)
+    size = path.stat().st_size
+    rows = 0
+    while True:
+        insert_rows(conn, 50, start=1000 + rows, size=4000)
+        rows += 50
+        result = once(path, store, 10 + rows, snapshot_wal_fraction=0.5)
+        if result.new_generation:
+            break
+        assert result.generation == first.generation and rows < 3000
+    assert "bytes of WAL since the last snapshot" in result.reason
+    # not before the WAL is worth a snapshot (a small database is not snapshotted every run)
+    assert path.with_name(NAME + "-wal").stat().st_size >= ONCE_SNAPSHOT_MIN_WAL
+    g = newest(store)
+    assert g.snapshot is not None and g.parent == first.generation and g.own_base
+    assert restored(store, tmp_path / "r.db") == dump_conn(conn)
+    assert path.stat().st_size + path.with_name(NAME + "-wal").stat().st_size > 1.4 * size
 
 
 def test_gap_the_wal_no_longer_holds_starts_a_generation(

@@ -130,7 +130,7 @@ def _once(app: App, databases: list[DatabaseConfig], stores: StoreOpener) -> Non
             stores.prepare(db)
             with progress_for(app.err, app.interactive) as progress:
                 result = replicate_once(db.path, stores(db), db.db_name,
-                                        db.settings.replicate_options(), progress)
+                                        db.settings.once_options(), progress)
         except BottomlessError as exc:
             if len(databases) == 1:
                 raise
