@@ -308,6 +308,12 @@ class Follower:
             return result.caught_up
         self._compact()
         self._self_check(result.caught_up)
+        if any(j is not None and j.is_alive() for j in (self._job, self._compaction)):
+            try:  # a long background upload must not outlive the lease
+                self.replicator.lease.ensure()
+            except Exception as exc:
+                log.warning("db=%s event=lease_renewal_failed error=%r", status.db_name,
+                            str(exc))
         try:
             if result.caught_up and result.wal_frames >= self.options.checkpoint_pages:
                 self._checkpoint(result.wal_frames)
@@ -411,6 +417,7 @@ class Follower:
             since = datetime.fromtimestamp(time.time() - window, tz=UTC)
             plan = plan_removal(r.storage, r.db_name, older_than=since)
             if plan.remove:
+                r.lease.ensure()  # a write, like any other of the lease holder's
                 done = remove_generations(r.storage, r.db_name, plan)
                 self.status.generations_removed += done.generations
                 log.info("db=%s event=retention removed=%d objects=%d kept=%d window_start=%s",

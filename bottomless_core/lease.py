@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,7 +37,11 @@ log = logging.getLogger("bottomless.lease")
 
 LEASE_SUFFIX = ".lease"
 LEASE_TTL = 60.0  # seconds a lease holds without renewal: a dead writer blocks others this long
-LEASE_RENEW = 15.0  # a running replicator renews this often (four chances before it lapses)
+LEASE_RENEW = 15.0  # renewed this often when time passes (renew()), four chances to lapse
+# Before a write (ensure()), the lease is renewed when less than this is left of it: a write
+# (a ship, a pack, a snapshot part) never outlives the lease, and an idle database renews
+# nothing at all (issue 19: an idle database costs no request).
+WRITE_MARGIN = 40.0
 ACQUIRE_TRIES = 5
 _HELD_TOKENS: set[str] = set()  # tokens of the leases this process holds now
 
@@ -105,6 +110,8 @@ class Lease:
         self.previous_writer: str | None = None  # who held it before this process
         self._etag: str | None = None
         self._renewed = 0.0
+        self._expires = 0.0  # when the lease we wrote last lapses
+        self._guard = threading.RLock()  # the syncs and the background uploads renew it
         self._held = False
 
     @property
@@ -164,6 +171,7 @@ class Lease:
         self._etag = self.storage.put(self.key, record.encode(), if_match=etag,
                                       if_none_match=create)
         self._renewed = self.clock()
+        self._expires = record.expires
 
     def _confirm(self) -> bool:
         """Read it back: a server that ignores conditions must not let two writers win."""
@@ -176,6 +184,10 @@ class Lease:
 
     def renew(self, force: bool = False) -> None:
         """Extend the lease when it is due; LeaseHeldError if another writer took it."""
+        with self._guard:
+            self._renew(force)
+
+    def _renew(self, force: bool) -> None:
         if not self.held or (not force and self.clock() - self._renewed < self.renew_every):
             return
         try:
@@ -190,6 +202,14 @@ class Lease:
                                      "this replicator could not renew it") from None
             self._etag = got[2] if got is not None else None
             self._write(self._record(self.clock() + self.ttl), etag=self._etag, create=False)
+
+    def ensure(self) -> None:
+        """About to write: make sure the lease holds for at least WRITE_MARGIN more seconds
+        (one conditional PUT when it does not; LeaseHeldError when another writer took it
+        while this one was idle). Nothing is sent while it holds long enough."""
+        with self._guard:
+            if self.held and self._expires - self.clock() < WRITE_MARGIN:
+                self._renew(force=True)
 
     def release(self) -> None:
         """Mark the lease free (kept, so that the next writer knows who wrote last)."""

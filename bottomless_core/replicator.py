@@ -61,6 +61,7 @@ UPLOAD_THREADS = 4  # batches compressed and uploaded side by side when there ar
 # replayed (SQLite's own autocheckpoint: 1,000 pages of 4 KiB); below it a replay is quick
 # and a small database would get a snapshot at every run
 ONCE_SNAPSHOT_MIN_WAL = 4 << 20
+STILL_THERE_EVERY = 30.0  # seconds between checks that the generation being written exists
 NO_WAL_CHECKSUM = (0, 0)  # .meta of a generation snapshotted while the WAL was empty
 
 
@@ -173,8 +174,9 @@ class Replicator:
                  options: ReplicateOptions | None = None, identity: str | None = None) -> None:
         self.db_path = resolve_db_path(db_path)
         self.db_name = db_name or default_db_name(Path(db_path))
-        self.writer = Writer(storage, self.db_name)
         self.options = options or ReplicateOptions()
+        self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
+        self.writer = Writer(storage, self.db_name, before_write=self.lease.ensure)
         levels = self.options.compaction_levels
         self.compactor = Compactor(
             self.writer, levels, keep_batches=not self.options.drop_compacted_batches,
@@ -182,7 +184,6 @@ class Replicator:
             workdir=self.db_path) if levels else None
         self._replaced: list[Generation] = []  # generations this one ended: compact them whole
         self._compaction_guard = threading.Lock()
-        self.lease = Lease(storage, self.db_name, identity or writer_identity(self.db_path))
         self.newest: Generation | None = None
         self.chain = ChainState()
         self._loaded = False
@@ -193,6 +194,7 @@ class Replicator:
         self._same_as_snapshot: tuple[int, int, int, bytes] | None = None
         self._child: PendingChild | None = None  # what our last checkpoint proved
         self._snapshot_wanted: str | None = None  # request_snapshot: why
+        self._checked: dict[uuid.UUID, float] = {}  # generation -> when _still_there looked
         self.on_child_created: Callable[[uuid.UUID], None] | None = None
         # the child a checkpoint promised will not be written (a snapshot job waiting for it
         # can stop)
@@ -219,7 +221,6 @@ class Replicator:
         try:
             if not self._loaded:
                 self._load()
-            self.lease.renew()
             if self._child is not None and not self._child.proven:
                 self._ship_tail(progress)
             return self._sync(lock, progress)
@@ -403,9 +404,15 @@ class Replicator:
     def _still_there(self, g: Generation, shipped: list[str]) -> bool:
         """After shipping into a generation this sync did not create: is it still there?
         ``rm -g`` of it must make us start a new generation, not keep shipping into a deleted
-        prefix. Checked after the upload, so that a removal during it is seen too; what we
-        just shipped there is taken back."""
-        if self._created == g.id or self.storage.exists(g.key(layout.META)):
+        prefix. Checked after the upload, so that a removal during it is seen too, and at most
+        every STILL_THERE_EVERY (a HEAD per ship was most of the requests of a database
+        written now and then); what was shipped there since is taken back, the new
+        generation's snapshot holds it."""
+        now = time.monotonic()
+        if self._created == g.id or now - self._checked.get(g.id, -math.inf) < STILL_THERE_EVERY:
+            return True
+        self._checked = {g.id: now}
+        if self.storage.exists(g.key(layout.META)):
             return True
         log.warning("db=%s event=generation_removed generation=%s: starting a new generation",
                     self.db_name, g.id)

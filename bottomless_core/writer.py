@@ -110,9 +110,12 @@ def refuse_plaintext_from_sealed(store: ObjectStore, key: str) -> None:
 class Writer:
     """Writes the generations of one database into the bucket, in the order above."""
 
-    def __init__(self, store: ObjectStore, db_name: str) -> None:
+    def __init__(self, store: ObjectStore, db_name: str,
+                 before_write: Callable[[], None] | None = None) -> None:
+        """``before_write``: called before every write (the lease holder's Lease.ensure)."""
         self.store = store
         self.db_name = db_name
+        self.before_write = before_write or (lambda: None)
         self.sealed = SealedGenerations()
         # the compressed bodies of the batches shipped last, newest last: compaction reads
         # them here instead of downloading them again (bounded by RECENT_BYTES)
@@ -139,6 +142,7 @@ class Writer:
         """``image`` as the snapshot of ``gen``, with the metadata every reader checks (its
         digest, the frames folded into it, the generation it belongs to). ``rebuilt``: the
         image was restored from the bucket, so what was encrypted there stays encrypted."""
+        self.before_write()
         progress = progress or NoProgress()
         key = layout.object_key(self.db_name, gen, layout.snapshot_name(image.codec))
         if rebuilt:
@@ -155,6 +159,7 @@ class Writer:
         """``.changecounter`` and ``.dep``. The dependency's metadata says what the generation
         starts from: its own snapshot, or the parent up to a frame whose checksum it gives
         (a reader can then tell a parent that lost frames; libSQL ignores metadata)."""
+        self.before_write()
         if g.change_counter is not None:
             self.store.put(g.key(layout.CHANGE_COUNTER), g.change_counter)
         if g.parent is None:
@@ -172,6 +177,7 @@ class Writer:
         """``.meta``: page size and the checksum the frame chain starts from. Written last for
         a generation with a snapshot (from then on it is complete), before any batch for one
         without; rewritten when a new WAL is adopted on top of an unchanged snapshot."""
+        self.before_write()
         self.store.put(g.key(layout.META), meta.encode())
         g.meta = meta
 
@@ -181,6 +187,7 @@ class Writer:
         """Upload the frames of ``capture`` that ``g`` lacks as batches of at most
         ``per_batch`` frames, ``threads`` side by side; each is recorded in ``g`` and handed
         to ``on_landed`` as it lands, in frame order."""
+        self.before_write()
         frame_size = capture.frame_size
         keys = batches_to_ship(g.covered(), capture.skipped + 1, capture.frame_count, per_batch,
                                stamp, codec)
@@ -220,6 +227,7 @@ class Writer:
         plaintext generation (one from before encryption was switched on) stays readable
         without a key, an encrypted one is not given a plaintext pack. If ``g`` was removed
         meanwhile (rm), the pack is taken back and NotFoundError raised."""
+        self.before_write()
         name = g.key(key.name)
         if self.sealed.sealed(self.store, g):
             refuse_plaintext_from_sealed(self.store, name)
@@ -242,6 +250,7 @@ class Writer:
 
     def remove(self, keys: Iterable[str]) -> int:
         """Take objects back (batches no restore can use, a removed generation's prefix)."""
+        self.before_write()
         return self.store.delete_many(keys)
 
 
