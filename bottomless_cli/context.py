@@ -16,7 +16,7 @@ from rich.console import Console
 
 from bottomless_core.agekeys import AgeKeys
 from bottomless_core.errors import ConfigError
-from bottomless_core.layout import parse_generation
+from bottomless_core.layout import bad_db_name, parse_generation
 from bottomless_core.store.age import with_age
 from bottomless_core.store.base import ObjectStore
 from bottomless_core.store.config import ServerSideEncryption
@@ -73,6 +73,9 @@ class App:
     def db_name(self) -> str:
         """The database's name in the bucket: --db-name, else the file name of -d."""
         if self.db_name_option:
+            why = bad_db_name(self.db_name_option)
+            if why is not None:
+                raise ConfigError(f"--db-name: {why}")
             return self.db_name_option
         if self.database is not None:
             return self.database.name

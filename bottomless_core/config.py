@@ -23,10 +23,19 @@ config file (``--config bottomless.toml``); both are made by ``database_config``
     [[databases]]
     path = "/srv/app/audit.db"
     bucket = "audit-backups"
+
+    [[directories]]                      # every database in a directory (replicate --dir)
+    path = "/srv/tenants"                # each named by its path under it: "acme.db"
+    pattern = "*.db"                     # optional: which files (fnmatch); default "*.db"
+    recursive = true                     # optional: below it too ("eu%2Facme.db": no '/'
+                                         # in a name, libSQL's restore cannot read one)
+    prefix = "tenants-"                  # optional: before each name in the bucket
+    # any key of a [[databases]] entry but path, db_name and namespace: bucket, interval, ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 import urllib.parse
@@ -37,6 +46,8 @@ from typing import Any
 
 from .agekeys import AgeKeys
 from .errors import ConfigError
+from .fleet import DEFAULT_PATTERN, Directory
+from .layout import bad_db_name, name_for_path
 from .settings import NAMES, PROCESS_NAMES, Settings, settings_from
 from .store.config import (
     DEFAULT_BUCKET,
@@ -52,9 +63,10 @@ PLACE_KEYS = frozenset({"path", "db_name", "namespace", "endpoint", "bucket", "a
                         "age_identity", "sse", "sse_kms_key_id"})
 ENTRY_KEYS = PLACE_KEYS | (NAMES - PROCESS_NAMES)
 TOP_KEYS = (PLACE_KEYS - {"path", "db_name", "namespace"}) | NAMES
+DIRECTORY_KEYS = (ENTRY_KEYS - {"db_name", "namespace"}) | {"pattern", "recursive", "prefix"}
 # Keys whose value is one string (the rest: settings.py's checks, age keys' strings or lists).
 STRING_KEYS = frozenset({"path", "db_name", "namespace", "endpoint", "bucket", "sse",
-                         "sse_kms_key_id"})
+                         "sse_kms_key_id", "pattern", "prefix"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,50 @@ class DatabaseConfig:
     age: AgeKeys = field(default_factory=AgeKeys)  # client-side encryption (store/age.py)
     sse: ServerSideEncryption | None = None  # S3 server-side encryption on every upload
     settings: Settings = field(default_factory=Settings)
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """A directory of databases (``replicate --dir``, ``[[directories]]``): each one found
+    gets ``template``'s bucket and settings, named ``prefix`` + its path under the directory
+    (``eu/acme.db`` as ``eu%2Facme.db``: layout.name_for_path), so that a restore finds it
+    again by that name."""
+
+    directory: Directory
+    template: DatabaseConfig
+    prefix: str = ""
+
+    def database(self, relative: str, path: Path) -> DatabaseConfig:
+        """The database at ``path``, ``relative`` under the directory."""
+        return dataclasses.replace(self.template, path=path,
+                                   db_name=self.prefix + name_for_path(relative))
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    databases: list[DatabaseConfig]
+    directories: list[DirectoryConfig]
+
+
+def directory_config(values: Mapping[str, Any],
+                     key_bases: tuple[Path | None, Path | None] = (None, None),
+                     ) -> DirectoryConfig:
+    """A directory of databases from its values (as ``database_config`` takes them, with
+    ``pattern``, ``recursive`` and ``prefix``)."""
+    _check_strings(values)
+    if not values.get("path"):
+        raise ConfigError("path: empty (give the directory)")
+    recursive = values.get("recursive", False)
+    if not isinstance(recursive, bool):
+        raise ConfigError(f"recursive: {recursive!r} is not true or false")
+    pattern = str(values.get("pattern") or DEFAULT_PATTERN)
+    prefix = str(values.get("prefix") or "")
+    if "/" in prefix:
+        raise ConfigError(f"prefix: {prefix!r} holds '/', which libSQL's restore cannot read "
+                          "in a name (use '-' or 'ns-')")
+    path = Path(values["path"])
+    template = database_config({**values, "db_name": "(each database's own)"}, key_bases)
+    return DirectoryConfig(Directory(path, pattern, recursive), template, prefix)
 
 
 def database_config(values: Mapping[str, Any],
@@ -81,6 +137,9 @@ def database_config(values: Mapping[str, Any],
     path = Path(values["path"])
     namespace = values.get("namespace")
     db_name = values.get("db_name") or (f"ns-{namespace}" if namespace else "") or path.name
+    why = bad_db_name(str(db_name))
+    if why is not None:
+        raise ConfigError(f"db_name: {why}")
     return DatabaseConfig(
         path=path,
         db_name=str(db_name),
@@ -96,6 +155,11 @@ def database_config(values: Mapping[str, Any],
 
 
 def load_config(path: Path, defaults: Mapping[str, Any] | None = None) -> list[DatabaseConfig]:
+    """The ``[[databases]]`` of a config file (``read_config``)."""
+    return read_config(path, defaults).databases
+
+
+def read_config(path: Path, defaults: Mapping[str, Any] | None = None) -> ConfigFile:
     """Read and validate a config file; ``defaults`` (from the command line) come first."""
     try:
         data = tomllib.loads(path.read_text())
@@ -103,38 +167,44 @@ def load_config(path: Path, defaults: Mapping[str, Any] | None = None) -> list[D
         raise ConfigError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    top = {k: v for k, v in data.items() if k != "databases"}
+    top = {k: v for k, v in data.items() if k not in ("databases", "directories")}
     _check_keys(path, "top level", top, TOP_KEYS)
     try:  # a bad top-level value is named once, as the top level's
         _check_strings(top)
         settings_from({k: v for k, v in top.items() if k in NAMES})
     except ConfigError as exc:
         raise ConfigError(f"{path}: top level: {exc}") from None
-    entries = data.get("databases")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: needs at least one [[databases]] entry with a path")
-    out = []
-    for i, entry in enumerate(entries, 1):
-        where = f"[[databases]] entry {i}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{path}: {where} is not a table")
-        _check_keys(path, where, entry, ENTRY_KEYS)
-        if "path" not in entry:
-            raise ConfigError(f"{path}: {where} has no path")
-        try:
-            out.append(_entry(path, {**(defaults or {}), **top, **entry}, top, entry))
-        except (ValueError, TypeError, ConfigError) as exc:
-            raise ConfigError(f"{path}: {where}: {exc}") from None
-    _refuse_twins(path, out)
-    return out
+    out: dict[str, list[Any]] = {"databases": [], "directories": []}
+    for table, allowed in (("databases", ENTRY_KEYS), ("directories", DIRECTORY_KEYS)):
+        entries = data.get(table, [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: {table} must be [[{table}]] tables")
+        for i, entry in enumerate(entries, 1):
+            where = f"[[{table}]] entry {i}"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{path}: {where} is not a table")
+            _check_keys(path, where, entry, allowed)
+            if "path" not in entry:
+                raise ConfigError(f"{path}: {where} has no path")
+            try:
+                out[table].append(_entry(path, {**(defaults or {}), **top, **entry}, top,
+                                         entry, table == "directories"))
+            except (ValueError, TypeError, ConfigError) as exc:
+                raise ConfigError(f"{path}: {where}: {exc}") from None
+    if not out["databases"] and not out["directories"]:
+        raise ConfigError(f"{path}: needs at least one [[databases]] entry with a path (or "
+                          "[[directories]])")
+    _refuse_twins(path, out["databases"])
+    return ConfigFile(out["databases"], out["directories"])
 
 
 def _entry(path: Path, merged: dict[str, Any], top: dict[str, Any], entry: dict[str, Any],
-           ) -> DatabaseConfig:
-    """One [[databases]] entry merged over the top level and the command line."""
+           directory: bool = False) -> Any:
+    """One [[databases]] (or [[directories]]) entry merged over the top level and the
+    command line."""
     _check_strings(merged)
     if not merged["path"]:
-        raise ConfigError("path: empty (give the database file)")
+        raise ConfigError(f"path: empty (give the {'directory' if directory else 'database file'})")
     db_path = Path(merged["path"])
     merged["path"] = db_path if db_path.is_absolute() else path.parent / db_path
     merged["endpoint"] = _endpoint(merged.get("endpoint") or None, path.parent,
@@ -143,7 +213,7 @@ def _entry(path: Path, merged: dict[str, Any], top: dict[str, Any], entry: dict[
     ServerSideEncryption.parse(merged.get("sse") or None, merged["sse_kms_key_id"],
                                names=("sse", "sse_kms_key_id"))  # (named as the file does)
     bases = (_base(path, "age_recipient", top, entry), _base(path, "age_identity", top, entry))
-    return database_config(merged, bases)
+    return (directory_config if directory else database_config)(merged, bases)
 
 
 def _refuse_twins(path: Path, dbs: list[DatabaseConfig]) -> None:

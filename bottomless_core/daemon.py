@@ -2,9 +2,9 @@
 
 ``run_daemon`` checks what retrying cannot fix, takes each database's ReplicatorLock, removes
 temp files a killed run left, serves metrics if asked, installs the signal handlers and runs
-the followers, rewriting the status file and logging a summary line as they go. The CLI
-chooses how log lines are drawn (``configure_logging`` takes its handler) and prints nothing
-here.
+the followers on a few worker threads (scheduler.py), rewriting the status file and logging a
+summary line as they go. The CLI chooses how log lines are drawn (``configure_logging`` takes
+its handler) and prints nothing here.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .config import DatabaseConfig
-from .database import ReplicatorLock, read_db_header
+from .config import DatabaseConfig, DirectoryConfig
+from .database import read_db_header
+from .directories import DirectoryFollowers, Taken
 from .errors import BottomlessError, ConfigError, UnreachableError
-from .follower import Follower, FollowerStatus, run_followers
+from .follower import Follower
 from .lease import system_id
 from .metrics import RequestStats, serve
 from .replicator import Replicator
+from .report import Reporter, raise_open_files_limit
+from .scheduler import Scheduler
 from .store.age import with_age
 from .store.base import ObjectStore
 from .store.config import ServerSideEncryption, same_place
@@ -33,7 +36,6 @@ from .tempfiles import remove_all_owned, remove_stale
 
 log = logging.getLogger("bottomless.daemon")
 
-SUMMARY_EVERY = 60.0  # seconds between status summary log lines
 LOCK_WAIT = 30.0  # seconds the daemon waits for a --once run of the same file to end
 NOISY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
@@ -61,16 +63,28 @@ class StoreOpener:
                              ObjectStore] = {}
         self._wrapped: dict[tuple[int, int], ObjectStore] = {}
         self._ready: set[int] = set()
+        self._guard = threading.Lock()
+        self._on_backend: list[Callable[[ObjectStore], None]] = []
 
     def __call__(self, db: DatabaseConfig) -> ObjectStore:
         key = (same_place(db.endpoint), db.bucket, db.sse)
-        if key not in self._backends:
-            self._backends[key] = open_backend(db.endpoint, db.bucket, sse=db.sse)
-        backend = self._backends[key]
-        pair = (id(backend), id(db.age))
-        if pair not in self._wrapped:
-            self._wrapped[pair] = with_age(backend, db.age)
-        return self._wrapped[pair]
+        with self._guard:
+            if key not in self._backends:
+                self._backends[key] = open_backend(db.endpoint, db.bucket, sse=db.sse)
+                for call in self._on_backend:
+                    call(self._backends[key])
+            backend = self._backends[key]
+            pair = (id(backend), id(db.age))
+            if pair not in self._wrapped:
+                self._wrapped[pair] = with_age(backend, db.age)
+            return self._wrapped[pair]
+
+    def on_backend(self, call: Callable[[ObjectStore], None]) -> None:
+        """``call(backend)`` for every backend opened so far and from now on."""
+        with self._guard:
+            self._on_backend.append(call)
+            for backend in self._backends.values():
+                call(backend)
 
     def prepare(self, db: DatabaseConfig) -> None:
         """With ``create_bucket``: create the database's bucket unless it exists."""
@@ -81,8 +95,10 @@ class StoreOpener:
 
 
 def run_daemon(databases: list[DatabaseConfig], stores: StoreOpener,
-               status_file: Path | None = None) -> None:
-    """Replicate ``databases`` until SIGTERM/SIGINT (a second signal exits at once).
+               status_file: Path | None = None,
+               directories: list[DirectoryConfig] | None = None) -> None:
+    """Replicate ``databases`` and the databases of ``directories`` (directories.py) until
+    SIGTERM/SIGINT (a second signal exits at once).
 
     What retrying cannot fix (no database file, no bucket, refused credentials, another
     replicator holding the lock past LOCK_WAIT) stops a database before it starts: with one
@@ -91,28 +107,35 @@ def run_daemon(databases: list[DatabaseConfig], stores: StoreOpener,
     that cannot be reached is retried with backoff, and reported, until it answers. Raises
     BottomlessError too if the shutdown left committed frames unshipped.
     """
-    alone = len(databases) == 1
+    directories = directories or []
+    alone = len(databases) == 1 and not directories
+    raise_open_files_limit()
+    taken = Taken()
+    scheduler = Scheduler(on_closed=taken.release)
     followers = [_follower(db, stores, alone) for db in databases]
-    locks: list[ReplicatorLock] = []
     try:
-        for f in followers:
+        for db, f in zip(databases, followers, strict=True):
             if f.gave_up is not None:
                 continue
-            lock = ReplicatorLock(f.replicator.db_path)
             try:
-                lock.acquire(wait=LOCK_WAIT)
+                taken.take(db, f, wait=LOCK_WAIT)
             except BottomlessError as exc:
                 _not_started(f, exc, alone)
                 continue
-            locks.append(lock)
             for stale in remove_stale(f.replicator.db_path):
                 log.info("event=removed_stale_file path=%s", stale)
-        addr = next((db.settings.metrics_addr for db in databases if db.settings.metrics_addr),
-                    None)
-        _follow(followers, addr, status_file)
+        for f in followers:
+            scheduler.add(f)
+        fleet = None
+        if directories:
+            fleet = DirectoryFollowers(directories, stores, scheduler, taken)
+            fleet.start(alone=not databases)
+        settings = [db.settings for db in databases] + [d.template.settings
+                                                        for d in directories]
+        addr = next((s.metrics_addr for s in settings if s.metrics_addr), None)
+        _follow(scheduler, followers, fleet, stores, addr, status_file)
     finally:
-        for lock in locks:
-            lock.release()
+        taken.release_all()
 
 
 def _follower(db: DatabaseConfig, stores: StoreOpener, alone: bool) -> Follower:
@@ -147,15 +170,6 @@ def _not_started(f: Follower, exc: BottomlessError, alone: bool) -> None:
     f.give_up(exc)
 
 
-def summary_line(status: FollowerStatus) -> str:
-    """The periodic ``event=status`` log line of one database."""
-    return (f"db={status.db_name} event=status state={status.state} "
-            f"generation={status.generation} frames_shipped={status.frames_shipped} "
-            f"generations_started={status.generations_started} "
-            f"lag_seconds={status.lag_seconds():.1f} checkpoints={status.checkpoints} "
-            f"last_error={status.last_error!r}")
-
-
 class StatusFile:
     """The JSON status of every database, rewritten atomically; a failure to write it is
     logged (once per distinct error) and replication goes on."""
@@ -178,31 +192,31 @@ class StatusFile:
                 log.error("event=status_file_failed path=%s error=%r", self.path, str(exc))
 
 
-def _follow(followers: list[Follower], metrics_addr: str | None,
-            status_file: Path | None) -> None:
-    if all(f.gave_up is not None for f in followers):
-        _raise_gave_up(followers)
+def _follow(scheduler: Scheduler, listed: list[Follower], fleet: DirectoryFollowers | None,
+            stores: StoreOpener, metrics_addr: str | None, status_file: Path | None) -> None:
+    """Run the scheduler until a signal; ``listed``: the databases given one by one."""
+    if fleet is None and all(f.gave_up is not None for f in listed):
+        _raise_gave_up(listed)
     if metrics_addr:
-        _serve_metrics(metrics_addr, followers)
+        _serve_metrics(metrics_addr, scheduler, stores)
     stop = threading.Event()
     _install_signal_handlers(stop)
     status = StatusFile(status_file) if status_file is not None else None
-    last_summary = time.monotonic()
+    report = Reporter(scheduler)
 
     def on_tick() -> None:
-        nonlocal last_summary
-        if status is not None:
-            status.write(followers)
-        if time.monotonic() - last_summary >= SUMMARY_EVERY:
-            last_summary = time.monotonic()
-            for f in followers:
-                log.info(summary_line(f.status))
+        now = time.monotonic()
+        if fleet is not None:
+            fleet.look(now)
+        if status is not None and report.status_due(now):
+            status.write(scheduler)
+        report.tick(now)
 
-    log.info("event=started databases=%d pid=%d", len(followers), os.getpid())
-    ok = run_followers(followers, stop, on_tick)
-    for f in followers:
-        log.info(summary_line(f.status))
-    _raise_gave_up(followers)
+    log.info("event=started databases=%d pid=%d", len(scheduler), os.getpid())
+    ok = scheduler.run(stop, on_tick)
+    report.followers = scheduler.stopped  # the last summary: how each one stopped
+    report.summary()
+    _raise_gave_up(listed)
     if not ok:
         raise BottomlessError("stopped with committed frames not shipped (see the log); "
                               "the next run ships them")
@@ -216,15 +230,11 @@ def _raise_gave_up(followers: list[Follower]) -> None:
                               + "; ".join(f"{f.status.db_name}: {f.gave_up}" for f in gave_up))
 
 
-def _serve_metrics(addr: str, followers: list[Follower]) -> None:
-    """Serve Prometheus metrics at ``addr``, counting the requests of every S3 store."""
+def _serve_metrics(addr: str, followers: Scheduler, stores: StoreOpener) -> None:
+    """Serve Prometheus metrics at ``addr``, counting the requests of every S3 store (those
+    opened later, for databases found in a directory, too)."""
     requests = RequestStats()
-    counted: set[int] = set()
-    for f in followers:
-        backend = f.replicator.storage.stored  # one backend may serve several databases
-        if id(backend) not in counted:
-            counted.add(id(backend))
-            backend.count_requests(requests.counter(backend.bucket))
+    stores.on_backend(lambda backend: backend.count_requests(requests.counter(backend.bucket)))
     try:
         serve(addr, followers, requests)
     except (OSError, ValueError) as exc:

@@ -16,6 +16,8 @@ and reported; only a stop request ends the loop.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 import uuid
@@ -27,14 +29,14 @@ from typing import Any
 from . import layout
 from .capture import empty_capture
 from .compactor import CompactResult
-from .database import ReadLock, close_replaced, shm_path, wal_path
+from .database import ReadLock, close_replaced, kept_fd, shm_path, wal_path
 from .errors import BottomlessError, UnreachableError
 from .replicator import ChainState, Replicator
 from .retention import plan_removal, remove_generations
 from .selfcheck import VerifyJob
 from .snapshot import write_snapshot
 from .tempfiles import discard
-from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE
+from .wal import FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WAL_INDEX_HEADER_SIZE
 
 log = logging.getLogger("bottomless.follower")
 
@@ -50,6 +52,7 @@ FIRST_BACKOFF = 1.0  # seconds before the first retry after a failed sync
 MAX_BACKOFF = 60.0  # cap of the exponential backoff while failures go on
 RETENTION_EVERY = 3600.0  # seconds between retention runs (and one shortly after start)
 STOP_SNAPSHOT_WAIT = 10.0  # at shutdown, how long an unfinished background snapshot may take
+HEARTBEAT = 60.0  # seconds after which an unchanged database is stepped anyway (scheduler.py)
 
 # Snapshot policy: a generation gets a full snapshot (off the hot path) when one of these is
 # reached since the last snapshot. See docs/operations.md for how the defaults were chosen.
@@ -211,11 +214,16 @@ class Follower:
         self._compacted_at = 0.0  # monotonic time of the last compaction started
         self._shipped_at: float | None = None  # unix time of a ship compaction has not sealed
         self._old_file_open = False  # descriptors of a replaced database still to close
+        self._stepped_at = -math.inf  # monotonic time of the last step (for due())
+        self._seen: bytes | None = None  # the database's signature when it began
         # What must succeed once before the first sync (the daemon's start check, when the
         # endpoint did not answer at start): retried like a sync; a failure that retrying
         # cannot fix gives up (``gave_up`` says why).
         self.prepare: Callable[[], None] | None = None
         self.gave_up: str | None = None
+        # Is the database removed for good? (replicate --dir: the directory's watcher then
+        # lets go of it; until then a failed step is not an error)
+        self.gone: Callable[[], bool] | None = None
         self._retention_due = time.monotonic() + min(60.0, self.options.retention_every)
         replicator.on_child_created = self._child_created
         replicator.on_child_dropped = self._child_dropped
@@ -240,21 +248,60 @@ class Follower:
             self.status.state = "stopped" if ok else "failed"
             return ok
         finally:
-            self._stop.set()
-            if self._job is not None:
-                self._job.join(STOP_SNAPSHOT_WAIT)
-            if self._compaction is not None:
-                self._compaction.join(STOP_SNAPSHOT_WAIT)
-            if self._verify is not None:
-                self._verify.stop.set()
-                self._verify.join(STOP_SNAPSHOT_WAIT)
-            self._lock.close()
-            self.replicator.close()
+            self.close()
+
+    def close(self) -> None:
+        """Let the background jobs finish (a while at most), let go of the database and the
+        lease."""
+        self._stop.set()
+        if self._job is not None:
+            self._job.join(STOP_SNAPSHOT_WAIT)
+        if self._compaction is not None:
+            self._compaction.join(STOP_SNAPSHOT_WAIT)
+        if self._verify is not None:
+            self._verify.stop.set()
+            self._verify.join(STOP_SNAPSHOT_WAIT)
+        self._lock.close()
+        self.replicator.close()
+
+    def due(self, now: float) -> bool:
+        """Should this follower be stepped at monotonic time ``now``? (scheduler.py) When its
+        database changed (a busy one at most once an interval), when something of its own is
+        due (a retry, a tail to ship, a background job, compaction, retention, the
+        self-check), and once every HEARTBEAT anyway. Costs one pread when idle."""
+        if self.gave_up is not None:
+            return False
+        since = now - self._stepped_at
+        if self._backoff:
+            return since >= self._backoff
+        if since < self.options.interval:
+            return False
+        r, o = self.replicator, self.options
+        if (since >= HEARTBEAT or self.status.behind_since is not None
+                or self.status.state != "running" or r.has_pending_child()
+                or any(j is not None for j in (self._job, self._compaction, self._verify))
+                or (self._shipped_at is not None and r.options.compaction_levels
+                    and now - self._compacted_at >= r.options.compaction_levels[0])
+                or (self._verify_due is not None and now >= self._verify_due)
+                or (o.retention is not None and now >= self._retention_due)):
+            return True
+        return self._signature() != self._seen
+
+    def _signature(self) -> bytes | None:
+        """What changes when the application commits or the WAL restarts: the wal-index
+        header at the start of ``-shm`` (None: there is none, or it cannot be read)."""
+        try:
+            return os.pread(kept_fd(shm_path(self.replicator.db_path)), WAL_INDEX_HEADER_SIZE,
+                            0)
+        except OSError:
+            return None
 
     def step(self, final: bool = False) -> bool:
         """One poll: ship new frames, maybe checkpoint. Never raises (but on BaseException)."""
         status = self.status
         started = self._poll_started = time.time()
+        self._stepped_at = time.monotonic()
+        self._seen = self._signature()
         try:
             if self.prepare is not None:
                 try:
@@ -271,6 +318,8 @@ class Follower:
             self._lock.acquire()
             result = self.replicator.sync(self._lock)
         except Exception as exc:
+            if self.gone is not None and self.gone():
+                return False  # removed: whoever watches the directory lets go of it
             if self.gave_up is None:
                 self._failed(exc, started, final)
             return False
@@ -567,36 +616,3 @@ def _wal_frames(replicator: Replicator) -> int:
     except OSError:
         return 0
     return max(0, (size - WAL_HEADER_SIZE) // (FRAME_HEADER_SIZE + page_size))
-
-
-def run_followers(followers: list[Follower], stop: threading.Event,
-                  on_tick: Callable[[], None] | None = None, tick: float = 1.0) -> bool:
-    """Run every follower in its own thread until ``stop``; True if all shut down clean."""
-    results: dict[int, bool] = {}
-
-    def target(i: int, f: Follower) -> None:
-        try:
-            results[i] = f.run(stop)
-        except Exception:  # a bug: log it, do not take the other databases down
-            log.exception("db=%s event=crashed", f.status.db_name)
-            f.status.state = "failed"
-            results[i] = False
-
-    threads = [threading.Thread(target=target, args=(i, f), name=f"follow-{f.status.db_name}",
-                                daemon=True) for i, f in enumerate(followers)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        if on_tick is not None:
-            try:
-                on_tick()
-            except Exception:  # e.g. the status file cannot be written: keep replicating
-                log.exception("event=tick_failed")
-        for t in threads:
-            t.join(timeout=tick / max(1, len(threads)))
-    if on_tick is not None:
-        try:
-            on_tick()
-        except Exception:
-            log.exception("event=tick_failed")
-    return all(results.get(i, False) for i in range(len(followers)))

@@ -119,6 +119,28 @@ def libsql_page_size_note(page_size: int) -> str | None:
 
 # --- keys -----------------------------------------------------------------------------------
 
+# A database found below a directory (replicate --dir --recursive) is named by its path
+# under it with each '/' written so: libSQL's restore takes a key's generation to end at its
+# first '/', so a name holding one cannot be restored by it (its slicing panics).
+PATH_SEPARATOR = "%2F"
+
+
+def name_for_path(relative: str) -> str:
+    """The database name of a path under a directory (``eu/acme.db`` -> ``eu%2Facme.db``)."""
+    return relative.replace("/", PATH_SEPARATOR)
+
+
+def bad_db_name(name: str) -> str | None:
+    """Why ``name`` cannot name a database in the bucket, or None."""
+    if not name:
+        return "empty"
+    if "/" in name:
+        return (f"{name!r} holds '/', which libSQL's restore cannot read (its keys' generation "
+                f"ends at the first '/'): write it {name_for_path(name)!r} (a database "
+                "replicated with --dir --recursive is named so)")
+    return None
+
+
 def generations_prefix(db_name: str) -> str:
     return f"{db_name}-"
 

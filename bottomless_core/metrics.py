@@ -58,11 +58,14 @@ class _BucketCounter:
                 self.stats.received[(self.bucket, operation)] += received
 
 
+STATES = ("starting", "running", "retrying", "stopped", "failed")
+
+
 class DaemonCollector(Collector):
     """Turns the followers' status into metric families at every scrape."""
 
     def __init__(self, followers: Iterable[Follower], requests: RequestStats) -> None:
-        self.followers = list(followers)
+        self.followers = followers  # read again at every scrape (databases come and go)
         self.requests = requests
 
     def collect(self) -> Iterator[Any]:
@@ -119,9 +122,13 @@ class DaemonCollector(Collector):
             "errors": CounterMetricFamily(
                 "bottomless_errors", "Failed polls, by kind", labels=["database", "kind"]),
         }
-        for f in self.followers:
+        states: dict[str, int] = {state: 0 for state in STATES}
+        worst_lag = 0.0
+        for f in list(self.followers):
             s = f.status
             name = [s.db_name]
+            states[s.state] = states.get(s.state, 0) + 1
+            worst_lag = max(worst_lag, s.lag_seconds())
             fams["lag"].add_metric(name, s.lag_seconds())
             if s.last_success is not None:
                 fams["last"].add_metric(name, s.last_success)
@@ -150,6 +157,14 @@ class DaemonCollector(Collector):
             for kind, count in sorted(s.errors.items()):
                 fams["errors"].add_metric([s.db_name, kind], count)
         yield from fams.values()
+        # one look at a thousand databases: how many in each state, the worst lag
+        count = GaugeMetricFamily("bottomless_databases", "Databases followed, by state",
+                                  labels=["state"])
+        for state, n in sorted(states.items()):
+            count.add_metric([state], n)
+        yield count
+        yield GaugeMetricFamily("bottomless_replication_lag_max_seconds",
+                                "The largest replication lag of any database", value=worst_lag)
         requests, sent, received = self.requests.snapshot()
         labels = ["bucket", "operation"]
         req = CounterMetricFamily("bottomless_s3_requests", "S3 requests by operation",

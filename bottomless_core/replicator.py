@@ -662,6 +662,10 @@ class Replicator:
         if self.on_child_dropped is not None:
             self.on_child_dropped(c.generation)
 
+    def has_pending_child(self) -> bool:
+        """Did our checkpoint leave a tail to ship, or a child to write at the next commit?"""
+        return self._child is not None
+
     def request_snapshot(self, reason: str) -> None:
         """Start a generation with a fresh snapshot at the next sync (the bucket's copy was
         found to differ from the database)."""

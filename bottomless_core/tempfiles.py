@@ -79,11 +79,21 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(beside: Path) -> list[Path]:
     """Remove leftovers of dead processes beside ``beside``; return what was removed."""
-    pattern = re.compile(re.escape(f".{beside.name}.bottomless-{host_tag()}-")
+    return _remove_stale(beside.parent, re.escape(f".{beside.name}"))
+
+
+def remove_stale_in(directory: Path) -> list[Path]:
+    """Remove leftovers of dead processes of every database in ``directory`` (one listing
+    for all of them: ``replicate --dir``)."""
+    return _remove_stale(directory, r"\..+")
+
+
+def _remove_stale(directory: Path, name: str) -> list[Path]:
+    pattern = re.compile(name + re.escape(f".bottomless-{host_tag()}-")
                          + r"(\d+)-[0-9a-f]+\.\w+$")
     removed = []
     try:
-        entries = list(os.scandir(beside.parent))
+        entries = list(os.scandir(directory))
     except OSError:
         return removed
     for entry in entries:

@@ -10,9 +10,16 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from bottomless_core.config import DatabaseConfig, database_config, load_config
+from bottomless_core.config import (
+    DatabaseConfig,
+    DirectoryConfig,
+    database_config,
+    directory_config,
+    read_config,
+)
 from bottomless_core.daemon import StoreOpener, run_daemon
 from bottomless_core.errors import BottomlessError, ConfigError, UnreachableError
+from bottomless_core.fleet import DEFAULT_PATTERN, database_files, wal_database
 from bottomless_core.layout import libsql_page_size_note
 from bottomless_core.replicator import ReplicateResult, replicate_once
 from bottomless_core.settings import SPECS
@@ -33,13 +40,23 @@ compression_option = setting_option("compression")
 @click.option("--once", is_flag=True, help="Ship what is committed now, then exit (for cron).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file listing several databases (instead of -d).")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              help="Every database in this directory (instead of -d), each named by its path "
+                   "under it; the daemon picks up new ones and lets go of removed ones.")
+@click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
+              help="With --dir: which files are databases (fnmatch).")
+@click.option("--recursive", is_flag=True, help="With --dir: in its subdirectories too.")
+@click.option("--prefix", default="",
+              help="With --dir: put this before each name in the bucket (e.g. 'ns-' or "
+                   "'tenants/').")
 @setting_options()
 @click.option("--status-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Keep a JSON status (lag, frames shipped, last error) here (daemon).")
 @click.option("--create-bucket", is_flag=True,
               help="Create the bucket if it does not exist (otherwise that is an error).")
 @pass_app
-def replicate(app: App, once: bool, config_file: Path | None, status_file: Path | None,
+def replicate(app: App, once: bool, config_file: Path | None, directory: Path | None,
+              pattern: str, recursive: bool, prefix: str, status_file: Path | None,
               create_bucket: bool, **settings: Any) -> None:
     """Back up the database given with -d (or every database of --config).
 
@@ -55,6 +72,11 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
     One replicator per database: a second one on this host waits for the first or exits, and
     a lease object in the bucket (DB.lease) keeps another host from writing the same name.
 
+    With --dir, every database in a directory (a database per tenant): each is named by its
+    path under the directory (restore it with --db-name NAME), files that are not SQLite
+    databases in WAL mode are reported once and skipped, and the daemon follows databases
+    as they appear and disappear. An idle database costs no request at all.
+
     With --restore-if-missing, a database file that is missing or empty is first restored
     from the newest generation (with --age-identity if the backup is encrypted); one with
     content is never touched. With --age-recipient, new snapshots and WAL batches are
@@ -66,31 +88,64 @@ def replicate(app: App, once: bool, config_file: Path | None, status_file: Path 
       bottomless-cli -d app.db replicate --interval 1 --status-file /run/bottomless.json
       bottomless-cli -d app.db replicate --retention 7d
       bottomless-cli replicate --config /etc/bottomless.toml
+      bottomless-cli replicate --dir /srv/tenants --recursive --status-file /run/b.json
       bottomless-cli -d /data/app.db replicate --restore-if-missing
       bottomless-cli --age-recipient age1... -d app.db replicate --once
     """
-    if config_file is not None and app.database is not None:
-        raise ConfigError("give either -d/--database or --config, not both")
+    sources = [name for name, given in (("-d/--database", app.database is not None),
+                                        ("--config", config_file is not None),
+                                        ("--dir", directory is not None)) if given]
+    if len(sources) > 1:
+        raise ConfigError(f"give one of -d/--database, --config and --dir, not {sources[0]} "
+                          f"and {sources[1]}")
+    if directory is None and (recursive or prefix or pattern != DEFAULT_PATTERN):
+        raise ConfigError("--pattern, --recursive and --prefix go with --dir")
     where = {"endpoint": app.endpoint, "bucket": app.bucket,
              "age_recipient": list(app.age_options[0]),
              "age_identity": list(app.age_options[1]),
              "sse": app.sse_options[0], "sse_kms_key_id": app.sse_options[1]}
     given = {k: v for k, v in settings.items() if k in SPECS}
+    directories: list[DirectoryConfig] = []
     if config_file is not None:
-        databases = load_config(config_file, {**where, **given})
+        read = read_config(config_file, {**where, **given})
+        databases, directories = read.databases, read.directories
+    elif directory is not None:
+        databases = []
+        directories = [directory_config({**where, **given, "path": directory,
+                                         "pattern": pattern, "recursive": recursive,
+                                         "prefix": prefix})]
     else:
         databases = [database_config({**where, **given, "path": app.require_database(),
                                       "db_name": app.db_name})]
     stores = StoreOpener(create_bucket)
     if once:
         _note_daemon_only(click.get_current_context())
+        databases += _found(directories)
+        if not databases:
+            raise ConfigError("no database to replicate in "
+                              + ", ".join(str(d.directory.path) for d in directories))
         _start_up(app, databases, stores, click.echo)
         _once(app, databases, stores)
         return
     setup_daemon_logging(app.debug)
     _start_up(app, databases, stores,
               lambda line: log.info("event=restore_if_missing %s", line), daemon=True)
-    run_daemon(databases, stores, status_file)
+    run_daemon(databases, stores, status_file, directories)
+
+
+def _found(directories: list[DirectoryConfig]) -> list[DatabaseConfig]:
+    """--once --dir: the databases there now (the others named once, and skipped)."""
+    out = []
+    for d in directories:
+        if not d.directory.path.is_dir():
+            raise ConfigError(f"{d.directory.path}: no such directory")
+        for name, path in sorted(database_files(d.directory)):
+            why = wal_database(path)
+            if why is not None:
+                click.echo(f"note: {path}: skipped: {why}", err=True)
+                continue
+            out.append(d.database(name, path))
+    return out
 
 
 def _note_daemon_only(ctx: click.Context) -> None:
