@@ -33,14 +33,13 @@ from bench.workload import build_database
 from bottomless_core import catalog
 from bottomless_core.create import create_generation
 from bottomless_core.database import ReadLock
+from bottomless_core.follower import Follower, FollowOptions
 from bottomless_core.replicator import ReplicateOptions, Replicator
 from bottomless_core.settings import parse_setting
 from bottomless_core.store.config import StorageConfig
 from bottomless_core.store.s3 import S3Store
 from bottomless_dev.proxy import Proxy
 from bottomless_dev.seaweed import SeaweedServer
-
-T0 = 1_750_000_000  # the history's first second (a whole second: stamps are whole seconds)
 
 
 @dataclass
@@ -58,43 +57,58 @@ def _bucket(server: SeaweedServer, name: str) -> S3Store:
 
 
 def make_history(db: Path, storage: S3Store, commits: int, levels: tuple[int, ...],
-                 seed: int = 7) -> tuple[int, int]:
-    """``commits`` one-row updates, one batch each, a simulated second apart; returns the
-    bytes of the batches and of the packs."""
+                 daemon: bool, seed: int = 7) -> tuple[int, int, int, float]:
+    """``commits`` one-row updates, one batch each, a simulated second apart. ``daemon``:
+    each poll is the daemon's (Follower.step: its checkpoints, snapshot-less generations and
+    snapshot policy); else one generation takes every batch (replicate --once with the
+    application's checkpoints off). Returns the bytes of the batches and of the packs, the
+    generations made, and the time of the first commit."""
     rng = random.Random(seed)
-    now = [float(T0)]
+    start = float(int(time.time()))  # the policy's 24 h counts in real time
+    now = [start]
     r = Replicator(db, storage, db.name, ReplicateOptions(
         clock=lambda: now[0], compaction_levels=levels))
+    follower = Follower(r, FollowOptions(interval=1.0)) if daemon else None
     lock = ReadLock(db)
     import sqlite3
 
     app = sqlite3.connect(db, isolation_level=None)
     app.execute("PRAGMA wal_autocheckpoint=0")
     rows = app.execute("SELECT max(id) FROM t").fetchone()[0]
+
+    def poll() -> None:
+        if follower is not None:
+            assert follower.step(), follower.status.last_error
+        else:
+            lock.acquire()
+            r.sync(lock)
+
     try:
-        lock.acquire()
-        r.sync(lock)
+        poll()
         started = time.monotonic()
         for i in range(commits):
-            now[0] = T0 + 1 + i
+            now[0] = start + 1 + i
             app.execute("UPDATE t SET updated = ?, v = substr(v, 2) || 'x' WHERE id = ?",
                         (i, rng.randint(1, rows)))
-            r.sync(lock)
+            poll()
             if levels and (i + 1) % levels[0] == 0:
-                r.compact()
+                r.compact()  # every level-1 window, as the daemon does
             if (i + 1) % 5000 == 0:
                 print(f"  {i + 1} commits shipped ({time.monotonic() - started:.0f} s)",
                       file=sys.stderr)
-        now[0] = T0 + commits + 2 * (levels[-1] if levels else 0) + 2
+        now[0] = start + commits + 2 * (levels[-1] if levels else 0) + 2
         if levels:
             r.compact()  # what a daemon running on has compacted by then
     finally:
+        if follower is not None:
+            follower.close()
         r.close()
         lock.close()
         app.close()
-    g = catalog.describe_generation(storage, db.name, catalog.newest_generation(storage,
-                                                                               db.name))
-    return sum(o.size for _, o in g.batches), sum(o.size for _, o in g.packs)
+    gens = [catalog.describe_generation(storage, db.name, g)
+            for g in catalog.list_generations(storage, db.name)]
+    return (sum(o.size for g in gens for _, o in g.batches),
+            sum(o.size for g in gens for _, o in g.packs), len(gens), start + 1)
 
 
 def restore_timed(server: SeaweedServer, bucket: str, name: str, latency: float, out: Path,
@@ -123,6 +137,9 @@ def main() -> None:
     ap.add_argument("--levels", default="30s,5m,1h")
     ap.add_argument("--pitr", type=int, default=5, help="random point-in-time restores")
     ap.add_argument("--without", action="store_true", help="also restore it uncompacted")
+    ap.add_argument("--one-generation", action="store_true",
+                    help="every batch in one generation (no daemon checkpoints, no snapshot "
+                         "policy: replicate --once with the app's checkpoints off)")
     args = ap.parse_args()
     latencies = [int(x) / 1000 for x in args.latency_ms.split(",")]
     levels = parse_setting("compaction_levels", args.levels)
@@ -141,7 +158,8 @@ def main() -> None:
                 db = Path(tmp) / f"h{n}{label}.db"
                 db.write_bytes(base.read_bytes())
                 t = time.monotonic()
-                batch_bytes, pack_bytes = make_history(db, storage, n, lv)
+                batch_bytes, pack_bytes, gens, first = make_history(
+                    db, storage, n, lv, not args.one_generation)
                 built = time.monotonic() - t
                 fresh = f"{db.name}-fresh"
                 create_generation(db, storage, fresh)
@@ -151,7 +169,7 @@ def main() -> None:
                     newest = restore_timed(server, bucket, db.name, latency, out)
                     snap = restore_timed(server, bucket, fresh, latency, out)
                     pitr = [restore_timed(server, bucket, db.name, latency, out,
-                                          "--utc-time", iso(T0 + rng.randint(1, n)))
+                                          "--utc-time", iso(first + rng.randint(0, n)))
                             for _ in range(args.pitr if label == "compacted" else 0)]
                     worst = max(pitr, key=lambda x: x.seconds) if pitr else None
                     rows.append(
@@ -162,14 +180,16 @@ def main() -> None:
                            f"{worst.seconds:.2f} s, {max(p.gets for p in pitr)} GETs | "
                            if worst else "- | ")
                         + f"{newest.rss_mib} MiB | {batch_bytes / 1e6:.1f} / "
-                        f"{pack_bytes / 1e6:.1f} MB | {built:.0f} s |")
+                        f"{pack_bytes / 1e6:.1f} MB | {gens} | {built:.0f} s |")
                     print(rows[-1], file=sys.stderr)
     print(f"\npython -m bench.bench_history {' '.join(map(str, args.commits))} --db-mb "
           f"{args.db_mb:g} --latency-ms {args.latency_ms} --levels {args.levels} --pitr "
-          f"{args.pitr}{' --without' if args.without else ''}\n")
+          f"{args.pitr}{' --without' if args.without else ''}"
+          f"{' --one-generation' if args.one_generation else ''}\n")
     print("| batches | bucket | latency | restore newest | GETs | fresh snapshot | ratio | "
-          "point in time median / worst | peak RSS | batches / packs stored | built in |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "point in time median / worst | peak RSS | batches / packs stored | generations | "
+          "built in |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
