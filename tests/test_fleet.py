@@ -232,3 +232,21 @@ def test_once_over_a_directory(run: Cli, tmp_path: Path) -> None:
     out = run("-d", str(tenants / "a.db"), "replicate", "--once", "--dir", str(tenants),
               code=2)
     assert "not -d/--database and --dir" in out.stderr
+
+
+def test_status_of_many_databases(run: Cli, tmp_path: Path) -> None:
+    import json
+
+    dbs = [{"db_name": f"t{i}.db", "state": "running", "lag_seconds": 0.0,
+            "frames_shipped": i} for i in range(40)]
+    dbs[7].update(state="retrying", last_error="cannot reach S3")
+    dbs[9]["lag_seconds"] = 42.0
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps({"updated": time.time(), "pid": os.getpid(), "system": "",
+                                "databases": dbs}))
+    out = run("status", "--status-file", str(path)).stdout
+    assert "40 databases: 1 retrying, 39 running; worst lag 42.0s" in out
+    assert "t7.db" in out and "cannot reach S3" in out and "t9.db" in out
+    assert "t8.db" not in out  # a well one has no line of its own
+    out = run("status", "--status-file", str(path), "--all").stdout
+    assert all(f"t{i}.db" in out for i in range(40))

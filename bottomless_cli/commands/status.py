@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,26 @@ from bottomless_core.tempfiles import pid_alive
 
 from ..context import App, pass_app
 
-# The daemon rewrites its status file every second: this much older, it is not updating.
+# The daemon rewrites its status file every second (10 s for a thousand databases): this much
+# older, it is not updating.
 STALE_AFTER = 30.0
+DETAILED = 20  # up to this many databases, each is shown whole
+LAGGING = 10.0  # seconds of lag that get a database its line among many
 
 
 @click.command()
 @click.option("--status-file", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The file given to `replicate --status-file`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON as it is.")
+@click.option("--all", "show_all", is_flag=True,
+              help="With many databases: a line for each, not only those lagging or failing.")
 @pass_app
-def status(app: App, status_file: Path, as_json: bool) -> None:
+def status(app: App, status_file: Path, as_json: bool, show_all: bool) -> None:
     """Show lag, frames shipped, generations and the last error of each database.
+
+    With more than 20 databases (replicate --dir): how many are in each state and the worst
+    lag, then a line for each database that lags 10 s or more or is not running (--all: for
+    every database).
 
     Exits 1 (after showing the last status written) when the daemon is not running or has
     stopped updating the file.
@@ -53,9 +63,13 @@ def status(app: App, status_file: Path, as_json: bool) -> None:
         age = time.time() - float(data.get("updated", 0))
         title = problem or f"running, updated {age:.0f}s ago"
         app.console.print(f"[bold]pid {data.get('pid')}[/bold]: {title}")
-        for db in data.get("databases", []):
-            app.console.print(f"[bold]{db.get('db_name')}[/bold]")
-            app.console.print(_grid(db))
+        databases = [db for db in data.get("databases", []) if isinstance(db, dict)]
+        if len(databases) > DETAILED:
+            _fleet(app, databases, show_all)
+        else:
+            for db in databases:
+                app.console.print(f"[bold]{db.get('db_name')}[/bold]")
+                app.console.print(_grid(db))
     if problem:
         raise BottomlessError(f"the daemon is {problem}")
 
@@ -96,3 +110,29 @@ def _grid(db: dict[str, Any]) -> Table:
     for key, value in rows:
         grid.add_row(f"  {key}", value)
     return grid
+
+
+def _unwell(db: dict[str, Any]) -> bool:
+    return (db.get("state") not in ("running", "stopped")
+            or float(db.get("lag_seconds") or 0) >= LAGGING)
+
+
+def _fleet(app: App, databases: list[dict[str, Any]], show_all: bool) -> None:
+    """Many databases: counts by state and the worst lag, then a line for each database
+    that is not well (each one with ``show_all``)."""
+    states = Counter(str(db.get("state")) for db in databases)
+    worst = max((float(db.get("lag_seconds") or 0) for db in databases), default=0.0)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    app.console.print(f"{len(databases)} databases: {counts}; worst lag {worst:.1f}s")
+    shown = databases if show_all else [db for db in databases if _unwell(db)]
+    if not shown:
+        app.console.print("every database is running and caught up (--all shows each)")
+        return
+    table = Table(box=None, padding=(0, 2), header_style="bold")
+    for column in ("database", "state", "lag", "frames shipped", "last error"):
+        table.add_column(column, overflow="fold")
+    for db in sorted(shown, key=lambda d: str(d.get("db_name"))):
+        table.add_row(str(db.get("db_name")), str(db.get("state")),
+                      f"{float(db.get('lag_seconds') or 0):.1f}s",
+                      str(db.get("frames_shipped", 0)), db.get("last_error") or "-")
+    app.console.print(table)
