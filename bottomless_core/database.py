@@ -440,6 +440,8 @@ class ReplicatorLock:
                 fd, self._fd = self._fd, None
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
+                    if not self.db_path.exists():  # the database is gone (replicate --dir):
+                        os.unlink(self.path)  # so is its lock, taken away while held
                 os.close(fd)  # closing drops the flock
                 _REPLICATING.discard(self.db_path)
 

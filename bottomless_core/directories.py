@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .config import DatabaseConfig, DirectoryConfig
 from .database import ReplicatorLock, file_identity
-from .errors import BottomlessError, ConfigError, UnreachableError
+from .errors import BottomlessError, ConfigError, LocalDatabaseError, UnreachableError
 from .fleet import RESCAN, Watcher
 from .follower import Follower
 from .replicator import Replicator
@@ -67,6 +67,9 @@ class Taken:
         lock = ReplicatorLock(db.path)
         lock.acquire(wait=wait)
         identity = file_identity(db.path)
+        if identity is None:  # removed meanwhile
+            lock.release()
+            raise LocalDatabaseError(f"{db.path}: no such database file")
         with self._guard:
             self._held[id(follower)] = (lock, identity, name_key(db))
             self._files[identity] = db.db_name

@@ -151,6 +151,8 @@ def test_a_directory_of_databases_as_they_come_and_go(run: Cli, tmp_path: Path,
     assert text.count("event=skipped") == 1 and "junk.db: not an SQLite database" in text
     assert "db=t-gone.db event=gone" in text
     assert "sync_failed" not in text  # a removed database is not an error
+    assert not (tenants / ".gone.db.bottomless-lock").exists()  # nor is its lock left over
+    assert (tenants / ".a.db.bottomless-lock").exists()
     for name, path in (("t-a.db", "a.db"), ("t-eu%2Fb.db", "eu/b.db"),
                        ("t-eu%2Fnew.db", "eu/new.db"), ("t-replaced.db", "replaced.db")):
         assert _restored(run, tmp_path, name) == dump(tenants / path), name
