@@ -214,7 +214,9 @@ def _follow(scheduler: Scheduler, listed: list[Follower], fleet: DirectoryFollow
 
     log.info("event=started databases=%d pid=%d", len(scheduler), os.getpid())
     ok = scheduler.run(stop, on_tick)
-    report.followers = scheduler.stopped  # the last summary: how each one stopped
+    if status is not None:  # how each one stopped
+        status.write(scheduler.stopped)
+    report.followers = scheduler.stopped
     report.summary()
     _raise_gave_up(listed)
     if not ok:

@@ -66,8 +66,8 @@ class Scheduler:
                 self._leaving.append((follower, ship))
 
     def run(self, stop: threading.Event, on_tick: Callable[[], None] | None = None) -> bool:
-        """Step the followers until ``stop``; then each one's final step. True if every
-        final step shipped what was committed."""
+        """Step the followers until ``stop``; then each one's final step (``stopped`` holds
+        them then). True if every final step shipped what was committed."""
         last_status = 0.0
         try:
             while not stop.is_set():
@@ -92,8 +92,6 @@ class Scheduler:
                 stop.wait(self.tick)
             return self._shut_down()
         finally:
-            if on_tick is not None:
-                _call(on_tick, "tick")
             self._pool.shutdown(wait=False)
 
     def _step(self, f: Follower) -> bool:

@@ -80,7 +80,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_config_and_database_are_exclusive(run: Cli, tmp_path: Path) -> None:
     path = _write(tmp_path, "[[databases]]\npath = 'a.db'\n")
     out = run("-d", str(tmp_path / "a.db"), "replicate", "--config", str(path), code=2)
-    assert "not both" in out.stderr
+    assert "not -d/--database and --config" in out.stderr
 
 
 def test_namespace_gives_the_name_libsql_finds(tmp_path: Path) -> None:
