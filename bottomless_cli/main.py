@@ -23,6 +23,7 @@ from .commands import (
     agekeygen,
     copy,
     create,
+    databases,
     ls,
     replicate,
     restore,
@@ -199,9 +200,9 @@ def cli(ctx: click.Context, endpoint: str, bucket: str, database: Path | None,
     app.age_options, app.sse_options = (age_recipients, age_identities), (sse, sse_kms_key_id)
 
 
-for _command in (ls.ls, restore.restore, verify.verify, rm.rm, replicate.replicate,
-                 snapshot.snapshot, status.status, create.create, copy.copy,
-                 agekeygen.age_keygen):
+for _command in (ls.ls, databases.databases, restore.restore, verify.verify, rm.rm,
+                 replicate.replicate, snapshot.snapshot, status.status, create.create,
+                 copy.copy, agekeygen.age_keygen):
     cli.add_command(_command)
 
 

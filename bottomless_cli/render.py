@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.filesize import decimal
+from rich.measure import Measurement
 from rich.table import Table
 
 from bottomless_core.catalog import Generation
 from bottomless_core.dates import format_utc
+from bottomless_core.inventory import DatabaseSummary
 from bottomless_core.restore import FetchPlan
 
 
@@ -114,3 +118,79 @@ def generations_table(console: Console, generations: list[Generation],
             grid.add_row(key, value)
         console.print(f"[bold]Generation {g.id}[/bold]")
         console.print(grid)
+
+
+# --- databases ------------------------------------------------------------------------------
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def database_facts(s: DatabaseSummary, now: datetime) -> dict[str, Any]:
+    """What ``databases`` shows about a database, as plain values (the --json form): sizes in
+    bytes, times ISO 8601 UTC, the age in seconds at ``now``."""
+    changed = s.changed
+    return {
+        "name": s.name,
+        "generation": str(s.newest) if s.newest is not None else None,
+        "generations": s.generations,
+        "complete": s.complete,
+        "created_at": _iso(s.created),
+        "last_commit_at": _iso(s.last_commit),
+        "age_seconds": round((now - changed).total_seconds(), 3) if changed else None,
+        "age_from": None if changed is None else "last_commit" if s.last_commit else "created",
+        "size_bytes": s.size,
+        "page_size": s.page_size,
+        "encryption": s.encryption,
+        "tombstone": s.has_tombstone,
+        "tombstone_at": _iso(s.tombstone),
+        "deleted": s.deleted,
+        "problem": s.problem,
+    }
+
+
+def ago(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h 20m``, ``12d 4h``: a duration as a table cell."""
+    n = max(0, int(seconds))
+    if n < 60:
+        return f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m"
+    if n < 86400:
+        return f"{n // 3600}h {n % 3600 // 60}m"
+    return f"{n // 86400}d {n % 86400 // 3600}h"
+
+
+def databases_table(console: Console, summaries: list[DatabaseSummary], now: datetime,
+                    bucket: str) -> None:
+    """One row per database, then how many. On a terminal it fits the width; elsewhere (a
+    file, a pipe) it is as wide as its widest row, so that no generation id is cut."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("database", overflow="fold")
+    table.add_column("newest generation", no_wrap=True)
+    table.add_column("age")
+    table.add_column("size", justify="right")
+    table.add_column("encrypted")
+    table.add_column("generations", justify="right")
+    table.add_column("tombstone")
+    for s in summaries:
+        gen = str(s.newest) if s.newest is not None else "-"
+        if s.deleted and (s.newest is not None or s.has_tombstone):
+            gen += " (deleted)"
+        elif s.complete is False:
+            gen += " (incomplete)"
+        changed = s.changed
+        age = "-" if changed is None else ago((now - changed).total_seconds())
+        table.add_row(s.name, gen, age, "-" if s.size is None else decimal(s.size),
+                      {"age": "age", "none": "no"}.get(s.encryption or "", "-"),
+                      str(s.generations), "yes" if s.has_tombstone else "-")
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, Measurement.get(
+            console, console.options.update_width(10_000), table).maximum)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+    console.print(f"{plural(len(summaries), 'database')} in bucket {bucket!r}", markup=False,
+                  highlight=False)

@@ -40,6 +40,56 @@ def check_owner(key: str, gen: uuid.UUID, metadata: dict[str, str]) -> None:
                                  "over from another generation?)")
 
 
+MAX_NAME_DEPTH = 8  # path components of a database name the bucket-wide listing looks into
+
+
+@dataclass
+class ListedDatabase:
+    """A database as the bucket-wide listing finds it: its generations (newest first) and
+    whether its tombstone is there. Either may be missing, not both."""
+
+    name: str
+    generations: list[uuid.UUID] = field(default_factory=list)
+    has_tombstone: bool = False
+
+
+def scan_databases(storage: ObjectStore, max_depth: int = MAX_NAME_DEPTH,
+                   ) -> list[ListedDatabase]:
+    """Every database of the bucket, by name, from delimited listings of its "directories".
+
+    A level's common prefixes are generations (``NAME-GEN/``) or, for names holding '/'
+    (``tenants/a.db``), the next level, listed in turn up to ``max_depth`` components; its
+    objects include the tombstones (``NAME.tombstone``). One listing request per 1,000
+    entries of a level, so per 1,000 generations in all, nothing read.
+    """
+    found: dict[str, ListedDatabase] = {}
+    suffix = layout.TOMBSTONE_SUFFIX
+    levels = [("", 1)]
+    while levels:
+        prefix, depth = levels.pop()
+        for entry in storage.list_level(prefix):
+            if isinstance(entry, str):
+                name = layout.database_from_prefix(entry)
+                gen = layout.generation_from_prefix(name, entry) if name is not None else None
+                if name is not None and gen is not None:
+                    found.setdefault(name, ListedDatabase(name)).generations.append(gen)
+                elif depth < max_depth:
+                    levels.append((entry, depth + 1))
+            elif entry.key.endswith(suffix) and len(entry.key) > len(prefix) + len(suffix):
+                name = entry.key[:-len(suffix)]
+                found.setdefault(name, ListedDatabase(name)).has_tombstone = True
+    for db in found.values():
+        db.generations.sort(key=layout.generation_millis)
+    return sorted(found.values(), key=lambda db: db.name)
+
+
+def list_databases(storage: ObjectStore) -> Iterator[str]:
+    """The names of the databases that have generations in the bucket, sorted."""
+    for db in scan_databases(storage):
+        if db.generations:
+            yield db.name
+
+
 def list_generations(storage: ObjectStore, db_name: str) -> Iterator[uuid.UUID]:
     """Generation ids of ``db_name``, newest first: one listing entry per generation."""
     for prefix in storage.list_prefixes(layout.generations_prefix(db_name)):
@@ -126,6 +176,7 @@ class Generation:
     parent_frames: int | None = None
     parent_checksum: tuple[int, int] | None = None
     own_base: bool = False  # .dep says: starts from its own snapshot, never from the parent
+    meta_listed: bool = False  # the listing shows a .meta (read into ``meta`` or not)
     object_count: int = 0
     total_size: int = 0
 
@@ -197,6 +248,7 @@ def describe_generation(storage: ObjectStore, db_name: str, gen: uuid.UUID,
             g.snapshot, g.snapshot_codec = obj, codec
     if not g.object_count:
         raise NotFoundError(f"generation {gen} of {db_name!r} not found")
+    g.meta_listed = layout.META in names
     g.batches.sort(key=lambda b: (b[0].first, b[0].last))
     g.packs.sort(key=lambda p: (p[0].first, -p[0].last, p[0].level))
     if read_metadata:

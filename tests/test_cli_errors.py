@@ -49,6 +49,9 @@ def test_unreachable_endpoint(run: Cli, backed_up: Path) -> None:
     out = run("-e", "http://127.0.0.1:9", "-d", str(backed_up), "ls", code=1,
               env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
     _one_error_line(out.stderr, "cannot reach S3 endpoint http://127.0.0.1:9")
+    out = run("-e", "http://127.0.0.1:9", "databases", code=1,
+              env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
+    _one_error_line(out.stderr, "cannot reach S3 endpoint http://127.0.0.1:9")
     out = run("-e", "http://127.0.0.1:9", "-d", str(backed_up), "replicate", "--once", code=1,
               env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
     _one_error_line(out.stderr, "cannot reach")
@@ -57,7 +60,7 @@ def test_unreachable_endpoint(run: Cli, backed_up: Path) -> None:
 
 def test_missing_bucket(run: Cli, backed_up: Path) -> None:
     for args in (["ls"], ["replicate", "--once"], ["restore", "--force"], ["rm", "-g",
-                 "00000000-0000-7000-8000-000000000000"]):
+                 "00000000-0000-7000-8000-000000000000"], ["databases"], ["ls", "--all"]):
         out = run("-b", "no-such-bucket", "-d", str(backed_up), *args, code=1)
         _one_error_line(out.stderr, "bucket 'no-such-bucket' does not exist",
                         "--create-bucket")  # (issue 16: the S3 one did not say)
@@ -94,7 +97,7 @@ def test_an_endpoint_that_is_no_s3_server(run: Cli, backed_up: Path, status: int
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     before = backed_up.read_bytes()
     try:
-        for args in (["ls"], ["replicate", "--once"], ["restore", "--force"]):
+        for args in (["ls"], ["replicate", "--once"], ["restore", "--force"], ["databases"]):
             out = run("-e", endpoint, "-d", str(backed_up), *args, code=1,
                       env={"LIBSQL_BOTTOMLESS_S3_MAX_RETRIES": "0"})
             _one_error_line(out.stderr, f"the endpoint {endpoint} does not answer as S3",
@@ -122,7 +125,7 @@ def test_create_bucket_only_when_asked(run: Cli, tmp_path: Path, s3: SeaweedServ
 def test_bad_credentials(run: Cli, backed_up: Path, s3: SeaweedServer, storage: S3Store) -> None:
     secret = "definitely-wrong-secret"
     before = _snapshot(storage)
-    for args in (["ls"], ["replicate", "--once"], ["restore", "--force"]):
+    for args in (["ls"], ["replicate", "--once"], ["restore", "--force"], ["databases"]):
         out = run("-d", str(backed_up), *args, code=1, env={"AWS_SECRET_ACCESS_KEY": secret})
         _one_error_line(out.stderr, "refused the credentials")
         assert secret not in out.output and s3.secret_key not in out.output

@@ -83,6 +83,21 @@ def test_common_prefixes_one_level_down(store: ObjectStore) -> None:
     assert list(store.list_prefixes("nothing/")) == []
 
 
+def _level(store: ObjectStore, prefix: str) -> list[str]:
+    return [e if isinstance(e, str) else f"{e.key}={e.size}" for e in store.list_level(prefix)]
+
+
+def test_one_level_objects_and_prefixes_together(store: ObjectStore) -> None:
+    for k in KEYS:
+        store.put(k, k.encode())
+    assert _level(store, "") == ["Z=1", "a/", "app.db-0/", "app.db-1/", "app.db.lease=12",
+                                 "b=1", "ns/", "é/"]
+    assert _level(store, "a/") == ["a/.x=4", "a/b/", "a/b0=4"]
+    assert _level(store, "ns/") == ["ns/app.db-2/"]
+    assert _level(store, "app.db") == ["app.db-0/", "app.db-1/", "app.db.lease=12"]
+    assert _level(store, "nothing/") == []
+
+
 def test_reads_metadata_and_etags(store: ObjectStore) -> None:
     etag = store.put("g/.dep", b"0123456789abcdef", {"Parent-Frames": "12", "base": "x"})
     info = store.head("g/.dep")

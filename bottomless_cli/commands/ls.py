@@ -16,12 +16,13 @@ from bottomless_core.catalog import (
     restore_chain,
 )
 from bottomless_core.dates import parse_older_than
-from bottomless_core.errors import NotFoundError
+from bottomless_core.errors import ConfigError, NotFoundError
 from bottomless_core.restore import fetch_plan
 from bottomless_core.store.base import ObjectStore
 
 from ..context import App, parse_generation_option, pass_app
 from ..render import generation_facts, generations_table
+from .databases import show_databases
 
 
 @click.command()
@@ -33,10 +34,13 @@ from ..render import generation_facts, generations_table
 @click.option("--newer-than", help="Only generations created after this ISO 8601 date/time "
                                    "(UTC unless it has a zone) or within this long (30d, 12h).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("-a", "--all", "all_databases", is_flag=True,
+              help="List every database in the bucket instead (the `databases` command).")
 @pass_app
 def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
-       older_than: str | None, newer_than: str | None, as_json: bool) -> None:
-    """List the database's generations, newest first.
+       older_than: str | None, newer_than: str | None, as_json: bool,
+       all_databases: bool) -> None:
+    """List the database's generations, newest first (--all: the bucket's databases).
 
     Plain: one generation id a line. -v: creation time, what it restores from (its own
     snapshot, or the chain of parents back to one, and how deep), change counter, consistent
@@ -48,7 +52,15 @@ def ls(app: App, verbose: bool, limit: int | None, generation: str | None,
       bottomless-cli --db-name app.db ls
       bottomless-cli -d app.db ls -v -l 5
       bottomless-cli -d app.db ls --json --newer-than 2024-05-01
+      bottomless-cli ls --all
     """
+    if all_databases:
+        if verbose or limit or generation or older_than or newer_than:
+            raise ConfigError("ls --all lists the bucket's databases: -v, -l, -g, "
+                              "--older-than and --newer-than are for one database's "
+                              "generations")
+        show_databases(app, as_json)
+        return
     before = parse_older_than(older_than) if older_than is not None else None
     after = parse_older_than(newer_than) if newer_than is not None else None
     storage = app.storage

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from bottomless_core.catalog import newest_generation
+from bottomless_core.catalog import list_databases, newest_generation
 from bottomless_core.dates import parse_utc_time
 from bottomless_core.errors import ConfigError, CorruptBackupError, NoBackupError
-from bottomless_core.layout import database_from_prefix
 from bottomless_core.restore import RestoreResult, live_user
 from bottomless_core.restore import restore as restore_database
 from bottomless_core.transfer import directory_store
@@ -72,8 +71,7 @@ def describe(result: RestoreResult) -> str:
 def _names_hint(app: App, from_dir: Path) -> str:
     """Which databases a copy directory holds, when not the one asked for (``-d other.db``
     names ``other.db``: the copy was made under its own name)."""
-    names = sorted({n for p in app.storage.stored.list_prefixes("")
-                    if (n := database_from_prefix(p)) is not None})
+    names = list(list_databases(app.storage.stored))
     if not names or app.db_name in names:
         return ""
     return (f"; {from_dir} holds {', '.join(repr(n) for n in names)}: give --db-name "

@@ -280,6 +280,9 @@ class AgeStore(ObjectStore):
     def list_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
         return self.inner.list_prefixes(prefix, delimiter)
 
+    def list_level(self, prefix: str) -> Iterator[str | ObjectInfo]:
+        return self.inner.list_level(prefix)
+
     def head(self, key: str) -> ObjectInfo | None:
         return self.inner.head(key)
 

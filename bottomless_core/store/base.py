@@ -91,6 +91,12 @@ class ObjectStore(abc.ABC):
         """The common prefixes one level below ``prefix``, in key order."""
 
     @abc.abstractmethod
+    def list_level(self, prefix: str) -> Iterator[str | ObjectInfo]:
+        """One level below ``prefix`` ('/' delimited), in key order: the common prefixes (as
+        ``str``, ending in '/') and the objects (``ObjectInfo``, no user metadata) together,
+        as one delimited listing gives them."""
+
+    @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size, time and user metadata of an object; None when it does not exist."""
 

@@ -294,6 +294,26 @@ class FileStore(ObjectStore):
                 if is_dir and self._holds_object(path):
                     yield key_prefix + sort_name
 
+    def list_level(self, prefix: str) -> Iterator[str | ObjectInfo]:
+        """The files and the directories holding an object one level below ``prefix``."""
+        with self._errors(f"listing {prefix!r}"):
+            self.check_bucket()
+            start = self._start(prefix)
+            if start is None:
+                return
+            directory, key_prefix, partial = start
+            for sort_name, path, is_dir in self._entries(directory, partial):
+                if is_dir:
+                    if self._holds_object(path):
+                        yield key_prefix + sort_name
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                yield ObjectInfo(key_prefix + sort_name, st.st_size,
+                                 datetime.fromtimestamp(st.st_mtime, UTC))
+
     # --- reading ----------------------------------------------------------------------------
 
     def _metadata(self, path: Path, inode: int) -> dict[str, str]:

@@ -7,6 +7,7 @@ a StorageError (or NotFoundError) with one readable line that never carries a se
 from __future__ import annotations
 
 import contextlib
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any
@@ -217,6 +218,16 @@ class S3Store(ObjectStore):
         for page in self._pages(prefix, delimiter, None):
             for cp in page.get("CommonPrefixes", []):
                 yield cp["Prefix"]
+
+    def list_level(self, prefix: str) -> Iterator[str | ObjectInfo]:
+        """Common prefixes and objects one level below ``prefix``, from one delimited listing
+        (each page holds both, each in key order: merged)."""
+        for page in self._pages(prefix, "/", None):
+            prefixes = [cp["Prefix"] for cp in page.get("CommonPrefixes", [])]
+            objects = [ObjectInfo(o["Key"], o.get("Size", 0), o.get("LastModified"))
+                       for o in page.get("Contents", []) if o["Key"] != prefix]
+            yield from heapq.merge(prefixes, objects,
+                                   key=lambda e: e if isinstance(e, str) else e.key)
 
     # --- objects ----------------------------------------------------------------------------
 
