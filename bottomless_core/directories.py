@@ -187,8 +187,8 @@ class DirectoryFollowers:
     def _follow(self, w: _Watched, name: str, path: Path) -> None:
         db = w.config.database(name, path)
         why = self.taken.conflict(db)
-        if why is not None:
-            w.watcher.refuse(name, path, why)
+        if why is not None:  # (or its previous follower, removed, is still closing)
+            w.watcher.defer(name, path, why)
             return
         f = Follower(Replicator(db.path, self._stores(db), db.db_name,
                                 db.settings.replicate_options()),

@@ -252,3 +252,24 @@ def test_status_of_many_databases(run: Cli, tmp_path: Path) -> None:
     assert "t8.db" not in out  # a well one has no line of its own
     out = run("status", "--status-file", str(path), "--all").stdout
     assert all(f"t{i}.db" in out for i in range(40))
+
+
+def test_a_database_listed_and_in_a_directory_is_followed_once(
+        run: Cli, tmp_path: Path, daemons: list[Daemon]) -> None:
+    tenants = tmp_path / "tenants"
+    _new_db(tenants / "a.db", 4)
+    _new_db(tenants / "b.db", 5)
+    config = tmp_path / "b.toml"
+    config.write_text(f'[[databases]]\npath = "{tenants / "a.db"}"\ndb_name = "listed-a"\n'
+                      f'[[directories]]\npath = "{tenants}"\n')
+    d = Daemon([], cli_env(run), tmp_path, options=("--config", str(config)))
+    daemons.append(d)
+    poll("both backed up", lambda: set(_running(d)) == {"listed-a", "b.db"})
+    poll("the twin named once", lambda: "same file as the database 'listed-a'" in d.text())
+    _add(tenants / "a.db", 3, start=100)
+    t = time.time()
+    poll("shipped", lambda: (_running(d)["listed-a"]["last_success"] or 0) > t)
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert d.text().count("event=waiting") == 1
+    assert _restored(run, tmp_path, "listed-a") == dump(tenants / "a.db")
