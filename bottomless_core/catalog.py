@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -223,55 +224,78 @@ class Generation:
 def describe_generation(storage: ObjectStore, db_name: str, gen: uuid.UUID,
                         read_metadata: bool = True, change_counter: bool = True) -> Generation:
     """List a generation's objects; with ``read_metadata`` also fetch .meta, .dep (and
-    .changecounter unless ``change_counter`` is False).
+    .changecounter unless ``change_counter`` is False), asked for beside the listing (one
+    round trip, not three: a restore through a chain describes every link) and kept when
+    the listing shows them.
 
     Raises NotFoundError if nothing is stored under the generation's prefix.
     """
     g = Generation(db_name, gen)
     prefix = layout.generation_prefix(db_name, gen)
+    small = _ask_small_objects(storage, g, change_counter) if read_metadata else {}
     names: set[str] = set()
-    for obj in storage.list_objects(prefix):
-        name = obj.key[len(prefix):]
-        names.add(name)
-        g.object_count += 1
-        g.total_size += obj.size
-        batch = BatchKey.parse(name)
-        if batch is not None:
-            g.batches.append((batch, obj))
-            continue
-        pack = PackKey.parse(name)
-        if pack is not None:
-            g.packs.append((pack, obj))
-            continue
-        codec = layout.snapshot_codec(name)
-        if codec is not None and g.snapshot is None:
-            g.snapshot, g.snapshot_codec = obj, codec
-    if not g.object_count:
-        raise NotFoundError(f"generation {gen} of {db_name!r} not found")
-    g.meta_listed = layout.META in names
-    g.batches.sort(key=lambda b: (b[0].first, b[0].last))
-    g.packs.sort(key=lambda p: (p[0].first, -p[0].last, p[0].level))
-    if read_metadata:
-        _read_small_objects(storage, g, names, change_counter)
+    try:
+        for obj in storage.list_objects(prefix):
+            name = obj.key[len(prefix):]
+            names.add(name)
+            g.object_count += 1
+            g.total_size += obj.size
+            batch = BatchKey.parse(name)
+            if batch is not None:
+                g.batches.append((batch, obj))
+                continue
+            pack = PackKey.parse(name)
+            if pack is not None:
+                g.packs.append((pack, obj))
+                continue
+            codec = layout.snapshot_codec(name)
+            if codec is not None and g.snapshot is None:
+                g.snapshot, g.snapshot_codec = obj, codec
+        if not g.object_count:
+            raise NotFoundError(f"generation {gen} of {db_name!r} not found")
+        g.meta_listed = layout.META in names
+        g.batches.sort(key=lambda b: (b[0].first, b[0].last))
+        g.packs.sort(key=lambda p: (p[0].first, -p[0].last, p[0].level))
+        if read_metadata:
+            _take_small_objects(g, names, small)
+    finally:
+        for fut in small.values():
+            fut.cancel()
     return g
 
 
-def _read_small_objects(storage: ObjectStore, g: Generation, names: set[str],
-                        change_counter: bool) -> None:
-    key = g.key(layout.META)
-    try:
-        if layout.META in names:
-            data = storage.get_optional(key)
-            g.meta = Meta.decode(data) if data is not None else None
-    except ValueError as exc:
-        raise CorruptBackupError(f"{key}: {exc}") from None
+_SMALL_READS = ThreadPoolExecutor(16, thread_name_prefix="describe")
+
+
+def _ask_small_objects(storage: ObjectStore, g: Generation, change_counter: bool,
+                       ) -> dict[str, Future[object]]:
+    asked: dict[str, Future[object]] = {
+        layout.META: _SMALL_READS.submit(storage.get_optional, g.key(layout.META)),
+        layout.DEPENDENCY: _SMALL_READS.submit(read_dependency, storage, g.db_name, g.id)}
+    if change_counter:
+        asked[layout.CHANGE_COUNTER] = _SMALL_READS.submit(storage.get_optional,
+                                                           g.key(layout.CHANGE_COUNTER))
+    return asked
+
+
+def _take_small_objects(g: Generation, names: set[str],
+                        asked: dict[str, Future[object]]) -> None:
+    """What was asked beside the listing, for the names it showed (one that appeared after
+    the listing is not taken: the generation is as it was listed)."""
+    if layout.META in names:
+        data = asked[layout.META].result()
+        try:
+            g.meta = Meta.decode(data) if isinstance(data, bytes) else None
+        except ValueError as exc:
+            raise CorruptBackupError(f"{g.key(layout.META)}: {exc}") from None
     if layout.DEPENDENCY in names:
-        dep = read_dependency(storage, g.db_name, g.id)
-        if dep is not None:
+        dep = asked[layout.DEPENDENCY].result()
+        if isinstance(dep, Dependency):
             g.parent, g.own_base = dep.parent, dep.own_base
             g.parent_frames, g.parent_checksum = dep.parent_frames, dep.parent_checksum
-    if change_counter and layout.CHANGE_COUNTER in names:
-        g.change_counter = storage.get_optional(g.key(layout.CHANGE_COUNTER))
+    if layout.CHANGE_COUNTER in asked and layout.CHANGE_COUNTER in names:
+        counter = asked[layout.CHANGE_COUNTER].result()
+        g.change_counter = counter if isinstance(counter, bytes) else None
 
 
 @dataclass(frozen=True)
